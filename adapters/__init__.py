@@ -1,0 +1,1 @@
+"""Scheduler adapters: each turns one scheduler's REST API into `sentinel.model` facts."""

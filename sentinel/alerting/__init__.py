@@ -1,0 +1,1 @@
+"""The notification pipeline: route ▶ group ▶ inhibit ▶ time windows ▶ silence ▶ dedup ▶ retry ▶ notify."""

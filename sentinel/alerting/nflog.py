@@ -1,0 +1,66 @@
+"""The notification log: what each receiver integration was last told about each group.
+
+It only records and answers queries; the dedup stage decides. Entries are persisted so a restart
+neither re-sends what was sent nor forgets to send a resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sentinel.clock import utc
+from sentinel.store import Store
+
+NS = "nflog"
+RETENTION = timedelta(hours=120)
+
+
+@dataclass(frozen=True)
+class Entry:
+    firing: frozenset[str]
+    resolved: frozenset[str]
+    timestamp: datetime
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "firing": sorted(self.firing),
+            "resolved": sorted(self.resolved),
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+    @classmethod
+    def restore(cls, d: dict[str, Any]) -> Entry:
+        return cls(frozenset(d["firing"]), frozenset(d["resolved"]), utc(datetime.fromisoformat(d["timestamp"])))
+
+
+def entry_key(group_key: str, receiver: str, integration: str) -> str:
+    return f"{receiver}\x1f{integration}\x1f{group_key}"
+
+
+class NotificationLog:
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store
+        self.entries: dict[str, Entry] = {}
+
+    async def load(self, now: datetime) -> None:
+        if self.store is None:
+            return
+        stale = []
+        for k, d in (await self.store.all(NS)).items():
+            e = Entry.restore(d)
+            if now - e.timestamp > RETENTION:
+                stale.append(k)
+            else:
+                self.entries[k] = e
+        await self.store.put_many(NS, {}, delete=stale)
+
+    def query(self, key: str) -> Entry | None:
+        return self.entries.get(key)
+
+    async def log(self, key: str, firing: frozenset[str], resolved: frozenset[str], now: datetime) -> None:
+        entry = Entry(firing, resolved, now)
+        self.entries[key] = entry
+        if self.store is not None:
+            await self.store.put(NS, key, entry.dump())

@@ -1,0 +1,116 @@
+"""The per-integration stages: dedup against the log, deliver with retries, record what was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime
+from typing import Protocol
+
+from loguru import logger
+
+from sentinel.alerting.alert import Alert
+from sentinel.alerting.nflog import Entry, NotificationLog, entry_key
+from sentinel.alerting.stage import FlushContext
+from sentinel.notify.base import DeliveryError, Integration
+
+
+def needs_update(entry: Entry | None, firing: frozenset[str], resolved: frozenset[str], ctx: FlushContext) -> bool:
+    """Alertmanager's decision table (notify/notify.go DedupStage.needsUpdate)."""
+    if entry is None:
+        return bool(firing)
+    if not firing <= entry.firing:
+        return True
+    # All resolved: say so whether or not send_resolved, so the log's firing set is cleared.
+    if not firing and entry.firing:
+        return True
+    if ctx.send_resolved and not resolved <= entry.resolved:
+        return True
+    return ctx.now - entry.timestamp >= ctx.repeat_interval
+
+
+def _split(alerts: list[Alert], now: datetime) -> tuple[frozenset[str], frozenset[str]]:
+    firing = frozenset(a.fingerprint for a in alerts if not a.resolved_at(now))
+    resolved = frozenset(a.fingerprint for a in alerts if a.resolved_at(now))
+    return firing, resolved
+
+
+class DedupStage:
+    def __init__(self, nflog: NotificationLog) -> None:
+        self.nflog = nflog
+
+    async def __call__(self, ctx: FlushContext, alerts: list[Alert]) -> list[Alert]:
+        firing, resolved = _split(alerts, ctx.now)
+        entry = self.nflog.query(entry_key(ctx.group_key, ctx.receiver, ctx.integration))
+        if not needs_update(entry, firing, resolved, ctx):
+            return []
+        if not ctx.send_resolved:
+            kept = [a for a in alerts if not a.resolved_at(ctx.now)]
+            # Nothing firing and resolutions unwanted: record the all-clear without sending it.
+            if not kept:
+                await self.nflog.log(entry_key(ctx.group_key, ctx.receiver, ctx.integration), firing, resolved, ctx.now)
+            return kept
+        return alerts
+
+
+class Outcome(Protocol):
+    def __call__(self, receiver: str, outcome: str, seconds: float) -> None: ...
+
+
+class RetryStage:
+    """Deliver, retrying retryable failures with exponential backoff and jitter until the flush deadline."""
+
+    def __init__(
+        self,
+        integration: Integration,
+        *,
+        on_outcome: Outcome | None = None,
+        first_delay: float = 0.5,
+        max_delay: float = 60.0,
+        factor: float = 1.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.integration = integration
+        self.on_outcome = on_outcome
+        self.first_delay, self.max_delay, self.factor = first_delay, max_delay, factor
+        self._rng = rng or random.Random()
+
+    async def __call__(self, ctx: FlushContext, alerts: list[Alert]) -> list[Alert]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        budget = (ctx.deadline - ctx.now).total_seconds() if ctx.deadline else 300.0
+        delay, attempt = self.first_delay, 0
+        while True:
+            attempt += 1
+            try:
+                await self.integration.notify(ctx, alerts)
+            except DeliveryError as exc:
+                elapsed = loop.time() - started
+                if not exc.retryable or elapsed + delay > budget:
+                    self._report(ctx, "failed", loop.time() - started)
+                    logger.warning(
+                        "notification to {}/{} failed after {} attempt(s){}: {}",
+                        ctx.receiver, self.integration.name, attempt,
+                        "" if exc.retryable else " (permanent)", exc,
+                    )
+                    raise
+                self._report(ctx, "retried", 0.0)
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))  # jitter keeps receivers from stampedes
+                delay = min(self.max_delay, delay * self.factor)
+                continue
+            self._report(ctx, "ok", loop.time() - started)
+            return alerts
+
+    def _report(self, ctx: FlushContext, outcome: str, seconds: float) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(ctx.receiver, outcome, seconds)
+
+
+class SetNotifiesStage:
+    def __init__(self, nflog: NotificationLog) -> None:
+        self.nflog = nflog
+
+    async def __call__(self, ctx: FlushContext, alerts: list[Alert]) -> list[Alert]:
+        firing, resolved = _split(alerts, ctx.now)
+        await self.nflog.log(entry_key(ctx.group_key, ctx.receiver, ctx.integration), firing, resolved, ctx.now)
+        return alerts

@@ -1,0 +1,1 @@
+"""Delivery: integrations only send and say whether a failure is worth retrying."""

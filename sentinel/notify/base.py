@@ -1,0 +1,25 @@
+"""The edge of the pipeline: an integration sends one group's alerts and reports retryable or not."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sentinel.alerting.alert import Alert
+from sentinel.alerting.stage import FlushContext
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Integration(Protocol):
+    name: str  # unique within its receiver, e.g. "slack[0]"; label-safe, never contains a secret
+    kind: str  # bounded: slack | sms | email | webhook | console | generic
+    send_resolved: bool
+
+    async def notify(self, ctx: FlushContext, alerts: Sequence[Alert]) -> None:
+        """Deliver; raise DeliveryError on failure."""
+        ...

@@ -1,0 +1,176 @@
+"""Alertmanager's webhook: the same JSON document (version "4"), so any tool that reads it reads Sentinel.
+
+Field names, order and time format follow Alertmanager's `notify/webhook` Message and `template.Data`:
+times are RFC 3339 in UTC, and a firing alert's `endsAt` is Go's zero time, "0001-01-01T00:00:00Z"
+(Alertmanager clears the end of every alert that is not yet resolved when it flushes a group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+from loguru import logger
+from pydantic import SecretStr
+
+import sentinel
+from sentinel.alerting.alert import Alert
+from sentinel.alerting.stage import FlushContext
+from sentinel.notify.base import DeliveryError
+from sentinel.notify.errors import NotifyConfigError
+from sentinel.notify.redact import redact_url, scrub, scrubber, url_fragments, url_scheme
+
+VERSION = "4"
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_RETRYABLE_4XX = frozenset({408, 429})
+
+
+def rfc3339(dt: datetime | None) -> str:
+    """Go's time.Time JSON form in UTC: RFC 3339 with trailing zeros of the fraction dropped."""
+    if dt is None:
+        return ZERO_TIME
+    dt = dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _kv(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    # Go encodes maps with their keys sorted; so do we, for byte-comparable documents.
+    return dict(sorted(pairs))
+
+
+def _common(sets: list[Sequence[tuple[str, str]]]) -> dict[str, str]:
+    if not sets:
+        return {}
+    common = dict(sets[0])
+    for pairs in sets[1:]:
+        other = dict(pairs)
+        common = {k: v for k, v in common.items() if other.get(k) == v}
+    return _kv(list(common.items()))
+
+
+def payload(
+    ctx: FlushContext,
+    alerts: Sequence[Alert],
+    *,
+    max_alerts: int = 0,
+    external_url: str = "",
+) -> dict[str, Any]:
+    """The webhook document for one flush; `max_alerts` > 0 keeps the first N and counts the rest."""
+    truncated = 0
+    if max_alerts > 0 and len(alerts) > max_alerts:
+        truncated = len(alerts) - max_alerts
+        # As Alertmanager does, status and common labels describe only the alerts that are sent.
+        alerts = alerts[:max_alerts]
+    items = []
+    for alert in alerts:
+        resolved = alert.resolved_at(ctx.now)
+        items.append(
+            {
+                "status": "resolved" if resolved else "firing",
+                "labels": _kv(alert.labels),
+                "annotations": _kv(alert.annotations),
+                "startsAt": rfc3339(alert.starts_at),
+                "endsAt": rfc3339(alert.ends_at) if resolved else ZERO_TIME,
+                "generatorURL": alert.generator_url or "",
+                "fingerprint": alert.fingerprint,
+            }
+        )
+    return {
+        "receiver": ctx.receiver,
+        "status": "firing" if any(i["status"] == "firing" for i in items) else "resolved",
+        "alerts": items,
+        "groupLabels": _kv(list(ctx.group_labels.items())),
+        "commonLabels": _common([a.labels for a in alerts]),
+        "commonAnnotations": _common([a.annotations for a in alerts]),
+        "externalURL": external_url,
+        "version": VERSION,
+        "groupKey": ctx.group_key,
+        "truncatedAlerts": truncated,
+    }
+
+
+class WebhookIntegration:
+    """POSTs Alertmanager's webhook JSON; 2xx is success, 5xx/408/429/network errors are worth a retry."""
+
+    kind = "webhook"
+
+    def __init__(
+        self,
+        url: str | SecretStr,
+        *,
+        name: str = "webhook[0]",
+        send_resolved: bool = True,
+        max_alerts: int = 0,
+        timeout: timedelta | float = timedelta(seconds=10),
+        external_url: str = "",
+        client: httpx.AsyncClient | None = None,
+        where: str = "webhook",
+    ) -> None:
+        self.name = name
+        self.send_resolved = send_resolved
+        self._url = url if isinstance(url, SecretStr) else SecretStr(url)
+        raw = self._url.get_secret_value()
+        try:
+            parsed = httpx.URL(raw) if url_scheme(raw) in ("http", "https") else None
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or not parsed.host:
+            raise NotifyConfigError(
+                f"{where}: url must be an http:// or https:// URL with a host (got {redact_url(raw)})"
+            )
+        if max_alerts < 0:
+            raise NotifyConfigError(f"{where}: max_alerts must be 0 (no limit) or more, got {max_alerts}")
+        # httpx logs every request line with its full URL at INFO; the path and query may be the secret.
+        scrubber().register(url_fragments(raw, public_host=parsed.host))
+        self._max_alerts = max_alerts
+        self._timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self._external_url = external_url
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"WebhookIntegration(name={self.name!r})"
+
+    def payload(self, ctx: FlushContext, alerts: Sequence[Alert]) -> dict[str, Any]:
+        return payload(ctx, alerts, max_alerts=self._max_alerts, external_url=self._external_url)
+
+    async def notify(self, ctx: FlushContext, alerts: Sequence[Alert]) -> None:
+        body = orjson.dumps(self.payload(ctx, alerts))
+        headers = {"Content-Type": "application/json", "User-Agent": f"Sentinel/{sentinel.__version__}"}
+        try:
+            if self._client is not None:
+                response = await self._post(self._client, body, headers)
+            else:
+                # A client per send: notifications are minutes apart, and nothing is left open when a
+                # reload drops this integration.
+                async with httpx.AsyncClient(timeout=self._timeout) as client:
+                    response = await self._post(client, body, headers)
+        except httpx.TimeoutException:
+            raise DeliveryError(f"{self.name}: no answer within {self._timeout:g}s", retryable=True) from None
+        except httpx.TransportError as exc:
+            reason = scrub(str(exc)) or type(exc).__name__
+            raise DeliveryError(f"{self.name}: {reason}", retryable=True) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            logger.debug("{}: delivered {} alert(s) for group {}", self.name, len(alerts), ctx.group_key)
+            return
+        retryable = status >= 500 or status in _RETRYABLE_4XX
+        error = DeliveryError(f"{self.name}: HTTP {status} {response.reason_phrase or 'error'}", retryable=retryable)
+        logger.debug("{} (retryable: {})", error, retryable)
+        raise error
+
+    async def _post(self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        # Redirects are not followed: a 30x means the configured URL is wrong, and following a 301/302
+        # would turn the POST into a GET.
+        return await client.post(
+            self._url.get_secret_value(),
+            content=body,
+            headers=headers,
+            timeout=self._timeout,
+            follow_redirects=False,
+        )

@@ -1,0 +1,1 @@
+"""What we know about each pipeline: bounded run history, source health, cursors."""

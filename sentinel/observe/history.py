@@ -1,0 +1,149 @@
+"""Bounded per-pipeline history, fed by poll results; the only input rules read.
+
+Memory is bounded per pipeline (`max_runs` runs, `max_tasks` task entries per run) and nothing here
+talks to a scheduler or the store: the poller persists what `apply` reports as changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sentinel.model import (
+    ImportErrorInfo,
+    PipelineInfo,
+    PipelineKey,
+    PollResult,
+    RunUpdate,
+    SourceHealth,
+    TaskUpdate,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def run_order(run: RunUpdate) -> datetime:
+    """Runs are ordered by the period they are for, falling back to when they actually happened."""
+    return run.scheduled_for or run.started_at or run.queued_at or run.updated_at or _EPOCH
+
+
+@dataclass
+class PipelineHistory:
+    key: PipelineKey
+    max_runs: int = 100
+    max_tasks: int = 500
+    runs: dict[str, RunUpdate] = field(default_factory=dict)
+    tasks: dict[str, dict[str, TaskUpdate]] = field(default_factory=dict)
+    info: PipelineInfo | None = None
+    _sorted: list[RunUpdate] | None = None
+
+    def add_run(self, run: RunUpdate) -> bool:
+        """Keep the newest view of a run. Returns True if anything changed."""
+        old = self.runs.get(run.run_id)
+        if old is not None and old == run:
+            return False
+        if old is not None and _older(run.updated_at, old.updated_at):
+            return False  # an overlap re-read of an older state must not roll the run back
+        self.runs[run.run_id] = run
+        self._sorted = None
+        if len(self.runs) > self.max_runs:
+            for victim in self.ordered()[: len(self.runs) - self.max_runs]:
+                self.runs.pop(victim.run_id, None)
+                self.tasks.pop(victim.run_id, None)
+            self._sorted = None
+        return True
+
+    def add_task(self, task: TaskUpdate) -> bool:
+        per_run = self.tasks.setdefault(task.run_id, {})
+        old = per_run.get(task.task)
+        if old is not None and (old == task or _older(task.updated_at, old.updated_at)):
+            return False
+        if old is None and len(per_run) >= self.max_tasks:
+            return False
+        per_run[task.task] = task
+        return True
+
+    def ordered(self) -> list[RunUpdate]:
+        if self._sorted is None:
+            self._sorted = sorted(self.runs.values(), key=run_order)
+        return self._sorted
+
+    def terminal(self) -> list[RunUpdate]:
+        return [r for r in self.ordered() if r.state.terminal]
+
+    def last_terminal(self) -> RunUpdate | None:
+        for r in reversed(self.ordered()):
+            if r.state.terminal:
+                return r
+        return None
+
+    def tasks_of(self, run_id: str) -> list[TaskUpdate]:
+        return list(self.tasks.get(run_id, {}).values())
+
+
+@dataclass
+class Changes:
+    runs: list[RunUpdate] = field(default_factory=list)  # runs whose state changed
+    finished: list[RunUpdate] = field(default_factory=list)  # runs that became terminal in this result
+    tasks: list[TaskUpdate] = field(default_factory=list)
+    health_changed: bool = False
+
+
+class History:
+    def __init__(self, max_runs: int = 100) -> None:
+        self.max_runs = max_runs
+        self.pipelines: dict[PipelineKey, PipelineHistory] = {}
+        self.health: dict[str, SourceHealth] = {}
+        self.import_errors: dict[str, tuple[ImportErrorInfo, ...]] = {}
+        self.polled_once: set[str] = set()
+
+    def pipeline(self, key: PipelineKey) -> PipelineHistory:
+        ph = self.pipelines.get(key)
+        if ph is None:
+            ph = self.pipelines[key] = PipelineHistory(key, self.max_runs)
+        return ph
+
+    def of_source(self, source: str) -> Iterator[PipelineHistory]:
+        return (ph for k, ph in self.pipelines.items() if k.source == source)
+
+    def apply(self, result: PollResult) -> Changes:
+        ch = Changes()
+        prev = self.health.get(result.source)
+        self.health[result.source] = result.health
+        ch.health_changed = prev is None or _health_sig(prev) != _health_sig(result.health)
+        if not result.health.reachable:
+            return ch
+        self.polled_once.add(result.source)
+        for run in result.runs:
+            ph = self.pipeline(run.key)
+            before = ph.runs.get(run.run_id)
+            if ph.add_run(run) and (before is None or before.state != run.state or before != run):
+                ch.runs.append(run)
+                if run.state.terminal and (before is None or not before.state.terminal):
+                    ch.finished.append(run)
+        for task in result.tasks:
+            if self.pipeline(task.key).add_task(task):
+                ch.tasks.append(task)
+        for info in result.pipelines_partial or ():
+            self.pipeline(PipelineKey(info.source, info.pipeline)).info = info
+        if result.pipelines is not None:
+            for info in result.pipelines:
+                self.pipeline(PipelineKey(info.source, info.pipeline)).info = info
+        if result.import_errors is not None:
+            self.import_errors[result.source] = result.import_errors
+        return ch
+
+    def load_run(self, run: RunUpdate, tasks: list[TaskUpdate]) -> None:
+        ph = self.pipeline(run.key)
+        ph.add_run(run)
+        for t in tasks:
+            ph.add_task(t)
+
+
+def _health_sig(h: SourceHealth) -> tuple[object, ...]:
+    return (h.reachable, tuple((c.name, c.healthy) for c in h.components))
+
+
+def _older(new: datetime | None, old: datetime | None) -> bool:
+    return new is not None and old is not None and new < old

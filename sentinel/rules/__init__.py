@@ -1,0 +1,1 @@
+"""Rule files, conditions and the alert lifecycle (inactive → pending → firing → resolved)."""

@@ -1,0 +1,1 @@
+"""The HTTP face: /metrics, health, the API and a status page."""
