@@ -67,7 +67,6 @@ class AirflowAdapter:
         self._dag_offset = 0
         self._dag_pass: dict[str, PipelineInfo] = {}
         self._warned_no_date = False
-        self._was_down = False
 
     async def poll(self, cursor: dict[str, Any]) -> PollResult:
         before = self._client.requests
@@ -109,9 +108,6 @@ class AirflowAdapter:
         self._dag_offset, self._dag_pass = dag_offset, dag_pass
         self._active_read = True
         self._cycles += 1
-        if self._was_down:
-            logger.info("airflow source {}: reachable again", self._spec.name)
-            self._was_down = False
         return PollResult(
             source=self._spec.name,
             health=self._health_fact(True, components=components),
@@ -125,9 +121,8 @@ class AirflowAdapter:
         )
 
     def _down(self, cursor: dict[str, Any], error: str, before: int) -> PollResult:
-        if not self._was_down:
-            logger.warning("airflow source {}: unreachable: {}", self._spec.name, error)
-        self._was_down = True
+        # The poller logs the streak once; here only the detail, for debugging.
+        logger.debug("airflow source {}: unreachable: {}", self._spec.name, error)
         self._api.api = None  # redetect: it may come back upgraded, or be another server behind the URL
         return PollResult(
             source=self._spec.name,

@@ -57,6 +57,9 @@ class AirflowApi:
         self.api = None
         if resp.status_code in (401, 403):
             raise SourceError("auth", f"GET /api/v1/version: not authorized (HTTP {resp.status_code})")
+        if resp.status_code == 200 and not _is_json(resp):
+            self.client.report("invalid_json")
+            raise SourceError("invalid_json", "GET /api/v1/version: response is not JSON")
         self.client.report("invalid_payload")
         raise SourceError("not_airflow", "no Airflow REST API at /api/v2/version or /api/v1/version")
 
@@ -118,6 +121,14 @@ def _maybe(resp: httpx.Response, model: type[M]) -> M | None:
         return model.model_validate(orjson.loads(resp.content))
     except (orjson.JSONDecodeError, ValidationError):
         return None
+
+
+def _is_json(resp: httpx.Response) -> bool:
+    try:
+        orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _detail(resp: httpx.Response) -> str:

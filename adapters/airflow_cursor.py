@@ -1,11 +1,11 @@
 """The Airflow cursor: per change feed, a high-water mark on the server's clock and what was reported.
 
     {"v": 1,
-     "runs":  {"hwm": "2026-11-26T15:16:52+00:00", "seen": {"<until ISO>": ["<digest>", ...]}},
+     "runs":  {"hwm": "2026-11-26T15:16:52+00:00", "seen": {"<until ISO>": "<digest> <digest> ..."}},
      "tasks": {"hwm": ..., "seen": {...}}}
 
 `hwm` is the end of the last window read completely; the next cycle reads from hwm - overlap. `seen` holds
-16-hex-digit digests of (row identity, reported content) for changes read inside the overlap, grouped by
+12-hex-digit digests of (row identity, reported content) for changes read inside the overlap, grouped by
 the end of the window they were read in, and pruned once no future window can return them again.
 """
 

@@ -49,7 +49,7 @@ END_TIME_SINCE = (3, 0, 4)  # first release whose flow-run filter accepts end_ti
 VERSION_EVERY = 40
 POOL_EVERY = 4
 # Requests per cycle per read; what does not fit waits for the next cycle (catch-up after an outage).
-WINDOW_BUDGET, ACTIVE_BUDGET, LATE_BUDGET, FOLLOW_BUDGET, TASK_BUDGET = 20, 10, 5, 5, 10
+WINDOW_BUDGET, ACTIVE_BUDGET, LATE_BUDGET, FOLLOW_BUDGET, TASK_BUDGET = 20, 25, 5, 5, 10
 A, B, C = TypeVar("A"), TypeVar("B"), TypeVar("C")
 # Runs that can leave every read's view without a trace (retry waits, long runs on old servers).
 OPEN_STATES = frozenset({RunState.QUEUED, RunState.RUNNING, RunState.RETRYING, RunState.PAUSED})

@@ -212,7 +212,8 @@ def feed_windows(
 def fingerprint(*parts: Any) -> str:
     """A short stable digest of what was reported; equal digests mean "this change was already seen"."""
     raw = "\x1f".join("" if p is None else str(p) for p in parts)
-    return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+    # 48 bits: at the SeenSet's 20,000-entry cap a collision (one change not reported) is a 1e-6 event.
+    return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()
 
 
 class SeenSet:
@@ -245,11 +246,12 @@ class SeenSet:
             keep = sorted(self._until.items(), key=lambda kv: kv[1])[-self._limit :]
             self._until = dict(keep)
 
-    def to_json(self) -> dict[str, list[str]]:
+    def to_json(self) -> dict[str, str]:
+        """{until ISO: "token token ..."}: compact, since a busy source keeps thousands of entries."""
         grouped: dict[str, list[str]] = {}
         for token, until in self._until.items():
             grouped.setdefault(until.isoformat(), []).append(token)
-        return grouped
+        return {until: " ".join(tokens) for until, tokens in grouped.items()}
 
     @classmethod
     def from_json(cls, data: Any, limit: int = 20_000) -> SeenSet:
@@ -260,6 +262,8 @@ class SeenSet:
                     when = utc(datetime.fromisoformat(until))
                 except (TypeError, ValueError):
                     continue
+                if isinstance(tokens, str):
+                    tokens = tokens.split()
                 if isinstance(tokens, list):
                     entries.update((str(t), when) for t in tokens)
         return cls(entries, limit)

@@ -130,7 +130,8 @@ def source_down(rule: SourceDownRule, history: History, sources: Iterable[str], 
             family = c.name.split(":", 1)[0]
             if family not in wanted:
                 continue
-            stale = c.last_heartbeat is not None and (now - c.last_heartbeat) > rule.max_heartbeat_age
+            # Age as of the observation, not of this evaluation: our own poll cadence is not the scheduler's fault.
+            stale = c.last_heartbeat is not None and (h.observed_at - c.last_heartbeat) > rule.max_heartbeat_age
             if c.healthy and not stale:
                 continue
             findings.append(

@@ -13,6 +13,7 @@ filters from an index of runs by state that is brought up to date from the same 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -125,6 +126,12 @@ def _uid(*parts: object) -> str:
     return str(uuid.uuid5(_NS, "|".join(str(p) for p in parts)))
 
 
+@functools.lru_cache(maxsize=65536)
+def _name_uid(kind: str, name: str | None) -> str | None:
+    """Ids of flows, deployments, pools: asked for on every serialized run, so derived once."""
+    return _uid(kind, name) if name is not None else None
+
+
 def _in(value: datetime | None, times: _Times) -> bool:
     if value is None:
         return False
@@ -217,7 +224,7 @@ class _PrefectFace:
             return
         prefect = [p for p in self.world.pipelines.values() if p.system == "prefect"]
         self._deployments = [p for p in reversed(prefect) if "/" in p.name]
-        self._flows = {_uid("flow", _flow(p.name)): _flow(p.name) for p in prefect}
+        self._flows = {_name_uid("flow", _flow(p.name)): _flow(p.name) for p in prefect}
         self._catalog_size = len(self.world.pipelines)
 
     @staticmethod
@@ -243,24 +250,40 @@ class _PrefectFace:
         runs.sort(key=_SORT_KEYS[sort][0], reverse=_SORT_KEYS[sort][1])
         return _json([self._flow_run(r) for r in self._page(runs, body)])
 
-    def _candidates(self, f: _FlowRunFilter) -> list[SimRun]:
-        """A superset of the runs `f` matches, found without scanning every run where possible."""
-        sets: list[list[SimRun] | None] = []
+    def _candidates(self, f: _FlowRunFilter) -> Iterable[SimRun]:
+        """A superset of the runs `f` matches, found without scanning every run where possible.
+
+        Id lists and state sets are small and cheap; a time bound costs a walk of the change feed from it,
+        so under `and_` it is used only when nothing cheaper bounds the result.
+        """
+        cheap: list[list[SimRun]] = []
+        lower: list[datetime] = []
+        unbounded = False
         if f.id is not None:
-            sets.append([r for i in f.id.any_ or () if (r := self.world.runs.get(i)) is not None])
+            cheap.append([r for i in f.id.any_ or () if (r := self.world.runs.get(i)) is not None])
         if f.state is not None:
             wanted = [s for s in RunState if _words_match(PREFECT_STATES, s, f.state)]
-            sets.append(self.index.runs_in(wanted) if len(wanted) < len(RunState) else None)
+            if len(wanted) < len(RunState):
+                cheap.append(self.index.runs_in(wanted))
+            else:
+                unbounded = True
         for times in (f.start_time, f.end_time, f.expected_start_time):
             if times is not None:
-                lower = times.after_
-                sets.append(self.world.changed_since("prefect", lower) if lower is not None else None)
-        known = [s for s in sets if s is not None]
-        if f.operator == "and_" and known:
-            return min(known, key=len)
-        if f.operator == "or_" and sets and len(known) == len(sets):
-            return list({r.id: r for s in known for r in s}.values())
-        return [r for r in self.world.runs.values() if r.system == "prefect"]
+                if times.after_ is None:
+                    unbounded = True
+                else:
+                    lower.append(times.after_)
+        if f.operator == "and_":
+            if cheap:
+                return min(cheap, key=len)
+            if lower:  # every criterion must hold, so the latest lower bound alone bounds the result
+                return self.world.changed_since("prefect", max(lower))
+        elif not unbounded and (cheap or lower):
+            out = {r.id: r for runs in cheap for r in runs}
+            if lower:
+                out.update((r.id, r) for r in self.world.changed_since("prefect", min(lower)))
+            return out.values()
+        return (r for r in self.world.runs.values() if r.system == "prefect")
 
     def _matches(self, run: SimRun, f: _FlowRunFilter) -> bool:
         if run.system != "prefect":
@@ -289,7 +312,7 @@ class _PrefectFace:
         duration = (run.ended_at - run.started_at).total_seconds() if run.started_at and run.ended_at else 0.0
         return {
             "id": run.id, "created": _iso(run.scheduled_for), "updated": _iso(run.updated_at),
-            "name": f"sim-{run.id[:8]}", "flow_id": _uid("flow", _flow(run.pipeline)), "state_id": state_id,
+            "name": f"sim-{run.id[:8]}", "flow_id": _name_uid("flow", _flow(run.pipeline)), "state_id": state_id,
             "deployment_id": dep, "deployment_version": "sim" if dep else None, "flow_version": "sim",
             "work_queue_name": "default" if dep else None, "parameters": {}, "idempotency_key": None,
             "context": {}, "tags": ["auto-scheduled"] if scheduled else [], "labels": {},
@@ -298,9 +321,9 @@ class _PrefectFace:
             "next_scheduled_start_time": _iso(run.scheduled_for) if type_ == "SCHEDULED" else None,
             "start_time": _iso(run.started_at), "end_time": _iso(run.ended_at), "total_run_time": duration,
             "estimated_run_time": duration, "auto_scheduled": scheduled,
-            "created_by": {"id": _uid("schedule", run.pipeline), "type": "SCHEDULE",
+            "created_by": {"id": _name_uid("schedule", run.pipeline), "type": "SCHEDULE",
                            "display_value": "CronSchedule"} if scheduled else None,
-            "work_pool_id": _uid("pool", pool) if dep and pool else None, "work_pool_name": pool if dep else None,
+            "work_pool_id": _name_uid("pool", pool) if dep else None, "work_pool_name": pool if dep else None,
             "state": {"id": state_id, "type": type_, "name": name, "timestamp": _iso(stamp),
                       "message": run.message if run.state.terminal else None, "data": None,
                       "state_details": {"flow_run_id": run.id, "task_run_id": None}},
@@ -371,7 +394,7 @@ def _flow(pipeline: str) -> str:
 
 
 def _deployment_id(pipeline: str) -> str | None:
-    return _uid("deployment", pipeline) if "/" in pipeline else None
+    return _name_uid("deployment", pipeline) if "/" in pipeline else None
 
 
 def _state_time(run: SimRun) -> datetime:
@@ -413,7 +436,7 @@ def _deployment(p: SimPipeline) -> dict[str, Any]:
     dep_id = _deployment_id(p.name)
     schedule = {"cron": p.schedule, "timezone": p.timezone, "day_or": True}
     return {
-        "id": dep_id, "name": p.name.split("/", 1)[1], "flow_id": _uid("flow", _flow(p.name)), "version": "sim",
+        "id": dep_id, "name": p.name.split("/", 1)[1], "flow_id": _name_uid("flow", _flow(p.name)), "version": "sim",
         "paused": p.paused, "tags": list(p.tags), "work_pool_name": p.work_pool, "work_queue_name": "default",
         "schedules": [{"id": _uid("schedule", p.name), "deployment_id": dep_id, "schedule": schedule,
                        "active": True, "max_scheduled_runs": None, "parameters": {}, "slug": None}],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -93,6 +94,20 @@ class Watcher:
         self.tasks += result.tasks
         return result
 
+    async def poll_until(self, done: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Poll until `done()`. Airflow's Date header (the cursor's "now") has 1 s resolution and trails
+        by up to ~2 s, so a change made just before a poll is legitimately left for the next one."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            await self.poll()
+            if done():
+                return
+            assert asyncio.get_running_loop().time() < deadline, "change never reported"
+            await asyncio.sleep(1)
+
+    def has_run(self, run_id: str, state: RunState) -> bool:
+        return any(u.run_id == run_id and u.state is state for u in self.runs)
+
     def run(self, run_id: str) -> RunUpdate:
         return [u for u in self.runs if u.run_id == run_id][-1]
 
@@ -142,7 +157,14 @@ async def test_failed_and_successful_runs_health_and_no_duplicates(request: pyte
 
         failed_id = await _run_to_end(server, "toggle_pipeline", {"fail": True})
         ok_id = await _run_to_end(server, "toggle_pipeline")
-        await watcher.poll()
+        await watcher.poll_until(
+            lambda: (
+                watcher.has_run(failed_id, RunState.FAILED)
+                and watcher.has_run(ok_id, RunState.SUCCESS)
+                and len(watcher.task_states(ok_id)) == 2
+                and all(t.state.terminal for t in watcher.task_states(ok_id).values())
+            )
+        )
 
         failed, ok = watcher.run(failed_id), watcher.run(ok_id)
         assert (failed.state, failed.raw_state) == (RunState.FAILED, "failed")
@@ -176,7 +198,13 @@ async def test_a_feed_bigger_than_a_page_and_mapped_tasks(request: pytest.Fixtur
     try:
         await watcher.poll()
         run_id = await _run_to_end(server, WIDE_DAG)
-        await watcher.poll()
+        await watcher.poll_until(
+            lambda: (
+                watcher.has_run(run_id, RunState.FAILED)
+                and len(watcher.task_states(run_id)) == FAN_OUT + 2
+                and all(t.state.terminal for t in watcher.task_states(run_id).values())
+            )
+        )
         await watcher.poll()  # the overlap re-read: still nothing twice
 
         assert watcher.run(run_id).state is RunState.FAILED

@@ -40,6 +40,7 @@ groups:
     rules:
       - alert: SourceDown
         when: source_down
+        for: 4s
         severity: critical
         components: [api]
         annotations:
@@ -91,7 +92,7 @@ sources:
   - name: sched
     {sched.source_yaml}
     poll_interval: {POLL}s
-    timeout: 5s
+    timeout: 10s
     max_requests_per_second: 5
     burst: 10
 rule_files: [rules.yaml]
@@ -179,10 +180,12 @@ async def test_first_page_end_to_end(stack: str, request: pytest.FixtureRequest,
                                    "source": "sched", "pipeline": FAILING}
         assert alert["annotations"]["runbook_url"] == "https://runbooks.example/PipelineFailed.md"
         # the same page through apprise json:// with the Alertmanager-style title and the runbook link
-        await sink.wait_for(lambda ds: any(d.path == "/apprise" for d in ds), 10)
-        apprise_body = next(d.body for d in sink.deliveries if d.path == "/apprise")
-        assert apprise_body["title"].startswith("[FIRING:1] PipelineFailed")
-        assert FAILING in apprise_body["title"]
+        def apprise_pages(ds: list[Delivery]) -> list[Any]:
+            return [d.body for d in ds if d.path == "/apprise" and "PipelineFailed" in d.body["title"]]
+
+        await sink.wait_for(lambda ds: bool(apprise_pages(ds)), 10)
+        apprise_body = apprise_pages(sink.deliveries)[0]
+        assert apprise_body["title"] == f"[FIRING:1] PipelineFailed {FAILING} (sched)"
         assert "https://runbooks.example/PipelineFailed.md" in apprise_body["message"]
 
         # the healthy run was seen, and sent nothing

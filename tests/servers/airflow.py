@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class AirflowServer:
         self._background: list[procs.ManagedProcess] = []
         self._client: httpx.Client | None = None
         self._token: str | None = None
+        # Tests call helpers from several threads at once (asyncio.to_thread); one client, one token.
+        self._lock = threading.Lock()
 
     # -- addresses -------------------------------------------------------------------------------------
 
@@ -179,7 +182,9 @@ class AirflowServer:
             response = self.request("GET", f"/dags/{dag_id}/details")
             return response.json() if response.status_code == 200 else None
 
-        return procs.wait_until(loaded, timeout, f"DAG {dag_id} to load", alive=self._check_alive)
+        return procs.wait_until(
+            loaded, timeout, f"DAG {dag_id} to load", alive=self._check_alive, transient=(httpx.TransportError,)
+        )
 
     def unpause(self, dag_id: str) -> None:
         params = {"update_mask": "is_paused"} if self.major == 2 else None
@@ -212,7 +217,14 @@ class AirflowServer:
             return last if last.get("state") in TERMINAL_RUN_STATES else None
 
         try:
-            return procs.wait_until(finished, timeout, f"{dag_id} run {run_id}", interval=0.5, alive=self._check_alive)
+            return procs.wait_until(
+                finished,
+                timeout,
+                f"{dag_id} run {run_id}",
+                interval=0.5,
+                alive=self._check_alive,
+                transient=(httpx.TransportError,),
+            )
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; last state {last.get('state')!r}\n{self._tails()}") from None
 
@@ -375,26 +387,30 @@ class AirflowServer:
         return all((health.get(name) or {}).get("status") == "healthy" for name in wanted)
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            auth = httpx.BasicAuth(self.username, self.password) if self.major == 2 else None
-            self._client = httpx.Client(auth=auth, timeout=15)
-        return self._client
+        with self._lock:
+            if self._client is None:
+                auth = httpx.BasicAuth(self.username, self.password) if self.major == 2 else None
+                self._client = httpx.Client(auth=auth, timeout=30)
+            return self._client
 
     def _auth_headers(self) -> dict[str, str]:
         if self.major == 2:
             return {}
-        if self._token is None:
-            response = self._http().post(
-                f"{self.url}/auth/token", json={"username": self.username, "password": self.password}
-            )
-            _raise_for_status(response)
-            self._token = str(response.json()["access_token"])
-        return {"Authorization": f"Bearer {self._token}"}
+        client = self._http()
+        with self._lock:
+            if self._token is None:
+                response = client.post(
+                    f"{self.url}/auth/token", json={"username": self.username, "password": self.password}
+                )
+                _raise_for_status(response)
+                self._token = str(response.json()["access_token"])
+            return {"Authorization": f"Bearer {self._token}"}
 
     def _close_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def _tails(self) -> str:
         if self._home is None:

@@ -21,6 +21,8 @@ import httpx
 from tests.servers import procs
 from tests.servers.venvs import ensure_venv
 
+# In a folder of its own because a script's folder goes first on sys.path: next to this module,
+# `import prefect` in the script would import this file instead of the real Prefect.
 RUN_FLOW_SCRIPT = Path(__file__).resolve().parent / "flows" / "run_flow.py"
 TERMINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
@@ -165,7 +167,7 @@ class PrefectServer:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Call `api_url + path`, e.g. request("POST", "/flow_runs/filter", json={...})."""
-        return httpx.request(method, self.api_url + path, timeout=15, **kwargs)
+        return httpx.request(method, self.api_url + path, timeout=30, **kwargs)
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
         response = self.request("GET", f"/flow_runs/{run_id}")
@@ -180,7 +182,9 @@ class PrefectServer:
             run = self.flow_run(run_id)
             return run if run.get("state_type") in TERMINAL_STATE_TYPES else None
 
-        return procs.wait_until(finished, timeout, f"flow run {run_id}", interval=0.25)
+        return procs.wait_until(
+            finished, timeout, f"flow run {run_id}", interval=0.25, transient=(httpx.TransportError,)
+        )
 
     # -- internals -------------------------------------------------------------------------------------
 

@@ -132,21 +132,28 @@ def wait_until(
     what: str,
     interval: float = 0.25,
     alive: Callable[[], None] | None = None,
+    transient: tuple[type[Exception], ...] = (),
 ) -> T:
     """Poll `probe` until it returns something other than None/False, or raise TimeoutError.
 
     `alive` is called each round so a caller can fail fast (raise) when a process it waits on has died,
-    instead of sitting out the whole timeout.
+    instead of sitting out the whole timeout. Exceptions of a `transient` type count as "not yet": on a
+    loaded 2-core machine a SQLite-backed API can miss a single request's timeout and answer the next.
     """
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while True:
         if alive is not None:
             alive()
-        result = probe()
+        try:
+            result = probe()
+        except transient as exc:
+            last_error, result = exc, None
         if result is not None and result is not False:
             return result
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            detail = f" (last error: {last_error!r})" if last_error is not None else ""
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
         time.sleep(interval)
 
 

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.servers.procs import clean_env
+
 CONSTRAINTS_DIR = Path(__file__).resolve().parent / "constraints"
 MARKER_NAME = ".sentinel-venv-ok"
 
@@ -63,10 +65,6 @@ def cache_root() -> Path:
 def venv_path(stack: str) -> Path:
     spec = _stack(stack)
     return cache_root() / "venvs" / f"{spec.name}-{spec.version}"
-
-
-def venv_bin(stack: str, program: str) -> Path:
-    return venv_path(stack) / "bin" / program
 
 
 def ensure_venv(stack: str) -> Path:
@@ -131,7 +129,9 @@ def _install(spec: Stack, path: Path) -> None:
         ):
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
-            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=_clean_env(), check=False)
+            # Run as the new venv: nothing from the project venv (or a developer's PYTHONPATH) may leak in.
+            env = clean_env(path, {})
+            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
             if result.returncode != 0:
                 log.flush()
                 tail = "\n".join(log_path.read_text().splitlines()[-40:])
@@ -143,12 +143,6 @@ def _install(spec: Stack, path: Path) -> None:
     tmp = path / f"{MARKER_NAME}.tmp"
     tmp.write_text(_fingerprint(spec))
     tmp.replace(path / MARKER_NAME)
-
-
-def _clean_env() -> dict[str, str]:
-    # Running under the project venv must not leak its site-packages or interpreter into the new venv.
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    return env
 
 
 def main(argv: list[str] | None = None) -> int:
