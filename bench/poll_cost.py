@@ -31,9 +31,24 @@ from sentinel.model import SourceSpec
 
 def start_sim(pipelines: int) -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sentinel.sim", "--port", "0", "--schedules", "real", "--speed", "1",
-         "--synthetic", str(pipelines), "--tick", "0.5"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "sentinel.sim",
+            "--port",
+            "0",
+            "--schedules",
+            "real",
+            "--speed",
+            "1",
+            "--synthetic",
+            str(pipelines),
+            "--tick",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
     urls: dict[str, str] = {}
@@ -56,10 +71,17 @@ async def measure(pipelines: int, cycles: int, interval: float) -> dict[str, Any
     try:
         clock = SystemClock()
         specs = [
-            SourceSpec(name="af", kind="airflow", url=airflow_url, username="sentinel", password="sentinel",
-                       max_requests_per_second=50, burst=50, timeout="30s"),
-            SourceSpec(name="pf", kind="prefect", url=prefect_url, max_requests_per_second=50, burst=50,
-                       timeout="30s"),
+            SourceSpec(
+                name="af",
+                kind="airflow",
+                url=airflow_url,
+                username="sentinel",
+                password="sentinel",
+                max_requests_per_second=50,
+                burst=50,
+                timeout="30s",
+            ),
+            SourceSpec(name="pf", kind="prefect", url=prefect_url, max_requests_per_second=50, burst=50, timeout="30s"),
         ]
         out: dict[str, Any] = {"pipelines": pipelines}
         for spec in specs:
@@ -82,8 +104,10 @@ async def measure(pipelines: int, cycles: int, interval: float) -> dict[str, Any
                 cursor = result.cursor
             await client.aclose()
             out[spec.kind] = {
-                "requests": statistics.median(reqs), "requests_max": max(reqs),
-                "cpu_ms": statistics.median(cpus), "runs": statistics.median(runs),
+                "requests": statistics.median(reqs),
+                "requests_max": max(reqs),
+                "cpu_ms": statistics.median(cpus),
+                "runs": statistics.median(runs),
             }
         return out
     finally:
@@ -99,16 +123,22 @@ async def main() -> None:
     args = ap.parse_args()
     rows = [await measure(n, args.cycles, args.interval) for n in args.sizes]
     base = rows[0]
-    print(f"\nsteady-state poll cycle, median of {args.cycles} cycles ({args.interval:g}s apart); "
-          f"ratios vs {base['pipelines']} pipelines")
-    print(f"{'pipelines':>10} {'kind':>8} {'requests':>9} {'max':>4} {'ratio':>6} {'changed runs':>13} "
-          f"{'CPU ms':>8} {'ratio':>6}")
+    print(
+        f"\nsteady-state poll cycle, median of {args.cycles} cycles ({args.interval:g}s apart); "
+        f"ratios vs {base['pipelines']} pipelines"
+    )
+    print(
+        f"{'pipelines':>10} {'kind':>8} {'requests':>9} {'max':>4} {'ratio':>6} {'changed runs':>13} "
+        f"{'CPU ms':>8} {'ratio':>6}"
+    )
     for row in rows:
         for kind in ("airflow", "prefect"):
             r, b = row[kind], base[kind]
-            print(f"{row['pipelines']:>10} {kind:>8} {r['requests']:>9g} {r['requests_max']:>4} "
-                  f"{r['requests'] / b['requests']:>6.2f} {r['runs']:>13g} {r['cpu_ms']:>8.1f} "
-                  f"{r['cpu_ms'] / max(b['cpu_ms'], 0.01):>6.2f}")
+            print(
+                f"{row['pipelines']:>10} {kind:>8} {r['requests']:>9g} {r['requests_max']:>4} "
+                f"{r['requests'] / b['requests']:>6.2f} {r['runs']:>13g} {r['cpu_ms']:>8.1f} "
+                f"{r['cpu_ms'] / max(b['cpu_ms'], 0.01):>6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def _matchers(v: Any) -> tuple[Matcher, ...]:
     if isinstance(v, str):
         v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ValueError('matchers must be a list of strings like \'severity="critical"\'')
+        raise ValueError("matchers must be a list of strings like 'severity=\"critical\"'")
     return parse_matchers(v)
 
 

@@ -68,9 +68,7 @@ def _no_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) 
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen[key] = key_node
     return loader.construct_mapping(node, deep=deep)
 
@@ -203,7 +201,7 @@ def pydantic_problems(doc: Document, exc: ValidationError, prefix: Path_ = ()) -
             continue
         text = err["msg"]
         if text.startswith("Value error, "):
-            text = text[len("Value error, "):]
+            text = text[len("Value error, ") :]
         problems.append(doc.problem(path, f"{field_name}: {text}"))
     problems.sort(key=lambda p: (p.line, p.col))
     # a union reports one error per alternative at the same place; one is enough for a human

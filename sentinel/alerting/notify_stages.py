@@ -90,8 +90,11 @@ class RetryStage:
                     self._report(ctx, "failed", loop.time() - started)
                     logger.warning(
                         "notification to {}/{} failed after {} attempt(s){}: {}",
-                        ctx.receiver, self.integration.name, attempt,
-                        "" if exc.retryable else " (permanent)", exc,
+                        ctx.receiver,
+                        self.integration.name,
+                        attempt,
+                        "" if exc.retryable else " (permanent)",
+                        exc,
                     )
                     raise
                 self._report(ctx, "retried", 0.0)

@@ -101,10 +101,19 @@ def _failed_tasks(rule: FailedRule, ph: PipelineHistory) -> list[Finding]:
             Finding(
                 labels={"source": ph.key.source, "pipeline": ph.key.pipeline, "task": task},
                 variables={
-                    "run_id": run.run_id, "state": t.state.value, "raw_state": t.raw_state, "task": task,
-                    "started_at": t.started_at, "ended_at": t.ended_at, "duration": t.duration_seconds,
-                    "message": t.message, "url": run.url, "try_number": t.try_number,
-                    "consecutive": len(tail), "value": len(tail), "failed_tasks": [task],
+                    "run_id": run.run_id,
+                    "state": t.state.value,
+                    "raw_state": t.raw_state,
+                    "task": task,
+                    "started_at": t.started_at,
+                    "ended_at": t.ended_at,
+                    "duration": t.duration_seconds,
+                    "message": t.message,
+                    "url": run.url,
+                    "try_number": t.try_number,
+                    "consecutive": len(tail),
+                    "value": len(tail),
+                    "failed_tasks": [task],
                 },
             )
         )
@@ -122,9 +131,7 @@ def source_down(rule: SourceDownRule, history: History, sources: Iterable[str], 
         if not h.reachable:
             unreachable.add(source)
             if "api" in wanted:
-                findings.append(
-                    Finding({"source": source, "component": "api"}, {"component": "api", "error": h.error})
-                )
+                findings.append(Finding({"source": source, "component": "api"}, {"component": "api", "error": h.error}))
             continue
         for c in h.components:
             family = c.name.split(":", 1)[0]
@@ -137,8 +144,7 @@ def source_down(rule: SourceDownRule, history: History, sources: Iterable[str], 
             findings.append(
                 Finding(
                     {"source": source, "component": c.name},
-                    {"component": c.name, "error": c.detail, "last_heartbeat": c.last_heartbeat,
-                     "version": h.version},
+                    {"component": c.name, "error": c.detail, "last_heartbeat": c.last_heartbeat, "version": h.version},
                 )
             )
 

@@ -59,11 +59,7 @@ class RuleEngine:
                 rid = f"{group.name}/{rule.alert}"
                 selector = rule.pipelines or group.pipelines
                 if isinstance(rule, FailedRule):
-                    pipelines = [
-                        ph
-                        for key, ph in _candidates(history, only)
-                        if selector.matches(key, ph.info)
-                    ]
+                    pipelines = [ph for key, ph in _candidates(history, only) if selector.matches(key, ph.info)]
                     ev = conditions.failed(rule, pipelines, now)
 
                     def in_scope(labels: Mapping[str, str], _sel: Any = selector) -> bool:

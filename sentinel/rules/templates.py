@@ -14,8 +14,21 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 COMMON_FIELDS = frozenset({"labels", "source", "pipeline", "severity", "alertname", "value", "now"})
 CONDITION_FIELDS: dict[str, frozenset[str]] = {
     "failed": frozenset(
-        {"run_id", "state", "raw_state", "started_at", "ended_at", "scheduled_for", "duration", "message", "url",
-         "failed_tasks", "consecutive", "task", "try_number"}
+        {
+            "run_id",
+            "state",
+            "raw_state",
+            "started_at",
+            "ended_at",
+            "scheduled_for",
+            "duration",
+            "message",
+            "url",
+            "failed_tasks",
+            "consecutive",
+            "task",
+            "try_number",
+        }
     ),
     "source_down": frozenset({"component", "error", "last_heartbeat", "version"}),
 }
@@ -52,7 +65,10 @@ def check_templates(rule: Any) -> list[tuple[str, str]]:
         unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
         if unknown:
             out.append(
-                (key, f"annotations.{key}: unknown template field(s) {', '.join(unknown)} for when: {rule.when}; "
-                      f"known: {', '.join(sorted(allowed))}")
+                (
+                    key,
+                    f"annotations.{key}: unknown template field(s) {', '.join(unknown)} for when: {rule.when}; "
+                    f"known: {', '.join(sorted(allowed))}",
+                )
             )
     return out

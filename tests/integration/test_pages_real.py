@@ -68,9 +68,7 @@ def _airflow(server: Any) -> Scheduler:
         final = server.wait_run(dag, run_id, timeout=180)
         return {"end": datetime.fromisoformat(final["end_date"].replace("Z", "+00:00")), "state": final["state"]}
 
-    source = (
-        f"kind: airflow\n    url: {server.url}\n    username: {server.username}\n    password: {server.password}"
-    )
+    source = f"kind: airflow\n    url: {server.url}\n    username: {server.username}\n    password: {server.password}"
     return Scheduler("airflow", source, run, server.stop_api, server.start_api)
 
 
@@ -120,8 +118,10 @@ def firing(deliveries: list[Delivery], alertname: str, pipeline: str | None = No
         if d.path != "/am":
             continue
         for a in d.body["alerts"]:
-            if a["status"] == "firing" and a["labels"]["alertname"] == alertname and (
-                pipeline is None or a["labels"].get("pipeline") == pipeline
+            if (
+                a["status"] == "firing"
+                and a["labels"]["alertname"] == alertname
+                and (pipeline is None or a["labels"].get("pipeline") == pipeline)
             ):
                 out.append(d)
                 break
@@ -130,8 +130,9 @@ def firing(deliveries: list[Delivery], alertname: str, pipeline: str | None = No
 
 def resolved(deliveries: list[Delivery], alertname: str) -> list[Delivery]:
     return [
-        d for d in deliveries if d.path == "/am" and d.body["status"] == "resolved"
-        and d.body["commonLabels"].get("alertname") == alertname
+        d
+        for d in deliveries
+        if d.path == "/am" and d.body["status"] == "resolved" and d.body["commonLabels"].get("alertname") == alertname
     ]
 
 
@@ -158,8 +159,9 @@ async def sink() -> AsyncIterator[WebhookSink]:
 
 
 @pytest.mark.parametrize("stack", ["airflow3", "airflow2", "prefect3"])
-async def test_first_page_end_to_end(stack: str, request: pytest.FixtureRequest, sink: WebhookSink,
-                                     tmp_path: Path) -> None:
+async def test_first_page_end_to_end(
+    stack: str, request: pytest.FixtureRequest, sink: WebhookSink, tmp_path: Path
+) -> None:
     server = await asyncio.to_thread(request.getfixturevalue, stack)
     sched = await asyncio.to_thread(_prefect if stack == "prefect3" else _airflow, server)
     cfg = write_config(tmp_path, sched, sink)
@@ -176,9 +178,14 @@ async def test_first_page_end_to_end(stack: str, request: pytest.FixtureRequest,
         print(f"\n{stack}: failure → notification {latency:.2f}s after the run's end")
         assert latency <= POLL + 5, f"page arrived {latency:.1f}s after the run ended"
         alert = next(a for a in page.body["alerts"] if a["labels"]["pipeline"] == FAILING)
-        assert alert["labels"] == {"alertname": "PipelineFailed", "severity": "critical",
-                                   "source": "sched", "pipeline": FAILING}
+        assert alert["labels"] == {
+            "alertname": "PipelineFailed",
+            "severity": "critical",
+            "source": "sched",
+            "pipeline": FAILING,
+        }
         assert alert["annotations"]["runbook_url"] == "https://runbooks.example/PipelineFailed.md"
+
         # the same page through apprise json:// with the Alertmanager-style title and the runbook link
         def apprise_pages(ds: list[Delivery]) -> list[Any]:
             return [d.body for d in ds if d.path == "/apprise" and "PipelineFailed" in d.body["title"]]
@@ -189,8 +196,16 @@ async def test_first_page_end_to_end(stack: str, request: pytest.FixtureRequest,
         assert "https://runbooks.example/PipelineFailed.md" in apprise_body["message"]
 
         # the healthy run was seen, and sent nothing
-        await until(lambda: any(r.state.value == "success" for ph in daemon.history.pipelines.values()
-                                if ph.key.pipeline == HEALTHY for r in ph.runs.values()), 30, "healthy run seen")
+        await until(
+            lambda: any(
+                r.state.value == "success"
+                for ph in daemon.history.pipelines.values()
+                if ph.key.pipeline == HEALTHY
+                for r in ph.runs.values()
+            ),
+            30,
+            "healthy run seen",
+        )
         assert not [d for d in sink.deliveries if HEALTHY in str(d.body)]
 
         # restart in the middle: no duplicate
@@ -217,8 +232,12 @@ async def test_first_page_end_to_end(stack: str, request: pytest.FixtureRequest,
             assert len(firing(new, "SourceDown")) == 1
             assert not firing(new, "PipelineFailed")
             sd = firing(new, "SourceDown")[0].body["alerts"][0]
-            assert sd["labels"] == {"alertname": "SourceDown", "severity": "critical", "source": "sched",
-                                    "component": "api"}
+            assert sd["labels"] == {
+                "alertname": "SourceDown",
+                "severity": "critical",
+                "source": "sched",
+                "component": "api",
+            }
         finally:
             await asyncio.to_thread(sched.start_api)
         await sink.wait_for(lambda ds: len(resolved(ds, "SourceDown")) == 1, 120)

@@ -45,7 +45,8 @@ class Recorder:
 def alert(pipeline: str, ends_at: datetime | None = None, **labels: str) -> Alert:
     return Alert.of(
         {"alertname": "PipelineFailed", "source": "af", "pipeline": pipeline, "severity": "critical", **labels},
-        starts_at=datetime.now(UTC), ends_at=ends_at,
+        starts_at=datetime.now(UTC),
+        ends_at=ends_at,
     )
 
 
@@ -62,14 +63,18 @@ def test_matchers() -> None:
 
 
 def test_route_tree_continue_and_inheritance() -> None:
-    cfg = RouteConfig.model_validate({
-        "receiver": "default", "group_by": ["alertname"], "group_wait": "10s",
-        "routes": [
-            {"matchers": ['severity="critical"'], "receiver": "sms", "continue": True},
-            {"matchers": ['team="risk"'], "receiver": "risk", "group_by": ["..."]},
-            {"matchers": ['team="risk"'], "receiver": "never"},
-        ],
-    })
+    cfg = RouteConfig.model_validate(
+        {
+            "receiver": "default",
+            "group_by": ["alertname"],
+            "group_wait": "10s",
+            "routes": [
+                {"matchers": ['severity="critical"'], "receiver": "sms", "continue": True},
+                {"matchers": ['team="risk"'], "receiver": "risk", "group_by": ["..."]},
+                {"matchers": ['team="risk"'], "receiver": "never"},
+            ],
+        }
+    )
     root = Route.build(cfg)
     crit_risk = root.match({"severity": "critical", "team": "risk"})
     assert [r.opts.receiver for r in crit_risk] == ["sms", "risk"]
@@ -80,8 +85,14 @@ def test_route_tree_continue_and_inheritance() -> None:
 
 
 def ctx(now: datetime, send_resolved: bool = True) -> FlushContext:
-    return FlushContext(now=now, group_key="g", group_labels={}, receiver="r",
-                        repeat_interval=timedelta(hours=4), send_resolved=send_resolved)
+    return FlushContext(
+        now=now,
+        group_key="g",
+        group_labels={},
+        receiver="r",
+        repeat_interval=timedelta(hours=4),
+        send_resolved=send_resolved,
+    )
 
 
 def test_needs_update_decision_table() -> None:
@@ -103,8 +114,9 @@ async def test_group_wait_batches_and_dedup_suppresses_resend() -> None:
     clock = SystemClock()
     rec = Recorder()
     nflog = NotificationLog()
-    cfg = RouteConfig.model_validate({"receiver": "r", "group_by": ["alertname"], "group_wait": "200ms",
-                                      "group_interval": "300ms"})
+    cfg = RouteConfig.model_validate(
+        {"receiver": "r", "group_by": ["alertname"], "group_wait": "200ms", "group_interval": "300ms"}
+    )
     d = Dispatcher(Route.build(cfg), build_pipelines({"r": [rec]}, nflog), clock)
     d.ready.set()
     task = asyncio.create_task(d.run())
@@ -173,5 +185,3 @@ async def _until(cond, timeout: float = 5.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not met before the deadline")
         await asyncio.sleep(0.01)
-
-

@@ -72,12 +72,24 @@ def test_missing_env_var_points_at_the_value(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("    poll_interval: 15s", "    poll_interval: 15 parsecs", ":7:20: sources[0].poll_interval: invalid duration"),
+        (
+            "    poll_interval: 15s",
+            "    poll_interval: 15 parsecs",
+            ":7:20: sources[0].poll_interval: invalid duration",
+        ),
         ("    labels: {env: prod}", "    labelz: {env: prod}", ":8:5: unknown key 'labelz'"),
         ("    kind: prefect", "    kind: dagster", ":10:11: sources[1].kind: unknown kind 'dagster'"),
-        ("  receiver: data-slack\n  group_by", "  receiver: nobody\n  group_by", ":18:13: route.receiver: 'nobody' is not"),
+        (
+            "  receiver: data-slack\n  group_by",
+            "  receiver: nobody\n  group_by",
+            ":18:13: route.receiver: 'nobody' is not",
+        ),
         ("['severity=\"critical\"']", "['severity=~\"(\"']", ":21:17: route.routes[0].matchers: invalid regular"),
-        ("rule_files: [rules/*.yaml]", "rule_files: [nowhere/*.yaml]", ":13:14: rule_files: 'nowhere/*.yaml' matches no"),
+        (
+            "rule_files: [rules/*.yaml]",
+            "rule_files: [nowhere/*.yaml]",
+            ":13:14: rule_files: 'nowhere/*.yaml' matches no",
+        ),
     ],
 )
 def test_errors_have_file_line_col(tmp_path: Path, old: str, new: str, expected: str) -> None:

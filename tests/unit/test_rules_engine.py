@@ -52,8 +52,14 @@ def rules(tmp_path: Path, text: str = RULES):
 def run(n: int, state: RunState, pipeline: str = "market_data_ingest") -> RunUpdate:
     start = T0 + timedelta(hours=n)
     return RunUpdate(
-        source="af", pipeline=pipeline, run_id=f"run{n}", state=state, scheduled_for=start,
-        started_at=start, ended_at=start + timedelta(minutes=5), updated_at=start + timedelta(minutes=5),
+        source="af",
+        pipeline=pipeline,
+        run_id=f"run{n}",
+        state=state,
+        scheduled_for=start,
+        started_at=start,
+        ended_at=start + timedelta(minutes=5),
+        updated_at=start + timedelta(minutes=5),
     )
 
 
@@ -61,10 +67,20 @@ def task(n: int, name: str, state: RunState) -> TaskUpdate:
     return TaskUpdate(source="af", pipeline="market_data_ingest", run_id=f"run{n}", task=name, state=state)
 
 
-def poll(*runs: RunUpdate, tasks: tuple[TaskUpdate, ...] = (), reachable: bool = True, now: datetime = T0,
-         components: tuple[ComponentHealth, ...] = ()) -> PollResult:
-    health = SourceHealth(source="af", reachable=reachable, observed_at=now, components=components,
-                          error=None if reachable else "connect_error")
+def poll(
+    *runs: RunUpdate,
+    tasks: tuple[TaskUpdate, ...] = (),
+    reachable: bool = True,
+    now: datetime = T0,
+    components: tuple[ComponentHealth, ...] = (),
+) -> PollResult:
+    health = SourceHealth(
+        source="af",
+        reachable=reachable,
+        observed_at=now,
+        components=components,
+        error=None if reachable else "connect_error",
+    )
     return PollResult(source="af", health=health, runs=runs, tasks=tasks)
 
 
@@ -75,14 +91,20 @@ def states(engine: RuleEngine) -> dict[tuple[str, str], str]:
 def test_failed_fires_with_labels_and_annotations_then_resolves(tmp_path: Path) -> None:
     clock = FrozenClock(T0)
     h, e = History(), RuleEngine(rules(tmp_path), {"af": {"env": "prod"}})
-    h.apply(poll(run(1, RunState.FAILED), tasks=(task(1, "load", RunState.FAILED), task(1, "extract", RunState.SUCCESS))))
+    h.apply(
+        poll(run(1, RunState.FAILED), tasks=(task(1, "load", RunState.FAILED), task(1, "extract", RunState.SUCCESS)))
+    )
     alerts = e.evaluate(h, clock.now())
     fired = [a for a in alerts if a.name == "PipelineFailed"]
     assert len(fired) == 1
     a = fired[0]
     assert a.label_map == {
-        "alertname": "PipelineFailed", "severity": "critical", "source": "af",
-        "pipeline": "market_data_ingest", "team": "market-data", "env": "prod",
+        "alertname": "PipelineFailed",
+        "severity": "critical",
+        "source": "af",
+        "pipeline": "market_data_ingest",
+        "team": "market-data",
+        "env": "prod",
     }
     assert a.annotation("summary") == "market_data_ingest run run1 failed (load)"
     assert a.annotation("runbook_url") == "runbooks/PipelineFailed.md"
@@ -156,12 +178,15 @@ def test_source_down_one_alert_and_component_alerts_held_while_blind(tmp_path: P
     by_component = {dict(i.labels)["component"]: i.state for i in e.instance_list()}
     assert by_component == {"scheduler": "firing", "api": "firing"}
     # back up and healthy: both resolve
-    h.apply(poll(components=(ComponentHealth(name="scheduler", healthy=True, last_heartbeat=clock.now()),),
-                 now=clock.now()))
+    h.apply(
+        poll(components=(ComponentHealth(name="scheduler", healthy=True, last_heartbeat=clock.now()),), now=clock.now())
+    )
     clock.advance(15)
     e.evaluate(h, clock.now())
     assert {dict(i.labels)["component"]: i.state for i in e.instance_list()} == {
-        "scheduler": "resolved", "api": "resolved"}
+        "scheduler": "resolved",
+        "api": "resolved",
+    }
 
 
 def test_restart_keeps_firing_state(tmp_path: Path) -> None:
