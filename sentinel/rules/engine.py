@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sentinel.alerting.alert import Alert, fingerprint, labelset
 from sentinel.model import PipelineKey
 from sentinel.observe.history import History
-from sentinel.rules import conditions
-from sentinel.rules.conditions import Evaluation
-from sentinel.rules.files import FailedRule, LoadedRules, RuleGroup, SourceDownRule
+from sentinel.rules.base import Evaluation, RuleBase, Scope
+from sentinel.rules.conditions import evaluator
+from sentinel.rules.files import LoadedRules, RuleGroup
 from sentinel.rules.lifecycle import Instance, step
 from sentinel.rules.templates import render
 
@@ -24,6 +24,7 @@ class RuleEngine:
         self.instances: dict[str, dict[str, Instance]] = {}
         self.dirty: set[str] = set()
         self.forgotten: set[str] = set()
+        self.extras: dict[str, Any] = {}  # shared read-only context for conditions, e.g. calendars
 
     # -- persistence -------------------------------------------------------------------------------
     def restore(self, dumps: Mapping[str, dict[str, Any]]) -> None:
@@ -58,26 +59,17 @@ class RuleEngine:
             for rule in group.rules:
                 rid = f"{group.name}/{rule.alert}"
                 selector = rule.pipelines or group.pipelines
-                if isinstance(rule, FailedRule):
+                if rule.scope == "pipeline":
                     pipelines = [ph for key, ph in _candidates(history, only) if selector.matches(key, ph.info)]
-                    ev = conditions.failed(rule, pipelines, now)
-
-                    def in_scope(labels: Mapping[str, str], _sel: Any = selector) -> bool:
-                        key = PipelineKey(labels.get("source", ""), labels.get("pipeline", ""))
-                        return only is None or key in only
-
-                elif isinstance(rule, SourceDownRule):
-                    if only is not None:
-                        continue
+                    scope = Scope(now, history, pipelines, [], group.calendar, self.extras)
+                    in_scope = _pipeline_scope(only)
+                elif only is not None:
+                    continue  # source rules run on ticks and health changes, not per finished run
+                else:
                     sources = [s for s in history.health if selector.matches_source(s)]
-                    ev = conditions.source_down(rule, history, sources, now)
-
-                    def in_scope(labels: Mapping[str, str]) -> bool:
-                        return True
-
-                else:  # pragma: no cover - the schema admits no other kind
-                    continue
-                self._apply(rid, group, rule, ev, now, in_scope)
+                    scope = Scope(now, history, [], sources, group.calendar, self.extras)
+                    in_scope = _everything
+                self._apply(rid, group, rule, evaluator(rule.when)(rule, scope), now, in_scope)
         return self.alerts()
 
     def alerts(self) -> list[Alert]:
@@ -95,10 +87,10 @@ class RuleEngine:
         self,
         rid: str,
         group: RuleGroup,
-        rule: FailedRule | SourceDownRule,
+        rule: RuleBase,
         ev: Evaluation,
         now: datetime,
-        in_scope: Any,
+        in_scope: Callable[[Mapping[str, str]], bool],
     ) -> None:
         insts = self.instances.setdefault(rid, {})
         seen: set[str] = set()
@@ -150,6 +142,16 @@ class RuleEngine:
         else:
             insts[fp] = inst
             self.dirty.add(fp)
+
+
+def _pipeline_scope(only: set[PipelineKey] | None) -> Callable[[Mapping[str, str]], bool]:
+    if only is None:
+        return _everything
+    return lambda labels: PipelineKey(labels.get("source", ""), labels.get("pipeline", "")) in only
+
+
+def _everything(_labels: Mapping[str, str]) -> bool:
+    return True
 
 
 def _candidates(history: History, only: set[PipelineKey] | None) -> list[tuple[PipelineKey, Any]]:

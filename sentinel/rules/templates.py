@@ -10,29 +10,8 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-# What every template may use; conditions add their own fields on top (see CONDITION_FIELDS).
+# What every template may use; conditions add their own fields on top (each rule model's `template_fields`).
 COMMON_FIELDS = frozenset({"labels", "source", "pipeline", "severity", "alertname", "value", "now"})
-CONDITION_FIELDS: dict[str, frozenset[str]] = {
-    "failed": frozenset(
-        {
-            "run_id",
-            "state",
-            "raw_state",
-            "started_at",
-            "ended_at",
-            "scheduled_for",
-            "duration",
-            "message",
-            "url",
-            "failed_tasks",
-            "consecutive",
-            "task",
-            "try_number",
-        }
-    ),
-    "source_down": frozenset({"component", "error", "last_heartbeat", "version"}),
-}
-
 _env = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False, keep_trailing_newline=False)
 
 
@@ -53,7 +32,7 @@ def render(source: str, variables: Mapping[str, Any]) -> str:
 
 def check_templates(rule: Any) -> list[tuple[str, str]]:
     """(annotation key, message) for templates that do not compile or use fields the rule cannot provide."""
-    allowed = COMMON_FIELDS | CONDITION_FIELDS.get(rule.when, frozenset())
+    allowed = COMMON_FIELDS | type(rule).template_fields
     out: list[tuple[str, str]] = []
     for key, source in rule.annotations.items():
         try:

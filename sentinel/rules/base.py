@@ -1,0 +1,109 @@
+"""What every rule shares: the base rule model, pipeline selectors, and what a condition returns."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sentinel.durations import Duration
+from sentinel.model import PipelineInfo, PipelineKey
+
+if TYPE_CHECKING:
+    from sentinel.observe.history import History, PipelineHistory
+
+AlertName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+LabelName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    clash = sorted(set(labels) & {"alertname", "severity", "source", "pipeline"})
+    if clash:
+        raise ValueError(f"{', '.join(clash)} set by Sentinel (or by severity:) and cannot be overridden in labels")
+    return labels
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PipelineSelector(Strict):
+    source: str = "*"
+    pipeline: str = "*"
+    tags: list[str] = Field(default_factory=list)
+
+    def matches(self, key: PipelineKey, info: PipelineInfo | None) -> bool:
+        if not fnmatch.fnmatchcase(key.source, self.source) or not fnmatch.fnmatchcase(key.pipeline, self.pipeline):
+            return False
+        if self.tags:
+            return info is not None and set(self.tags) <= set(info.tags)
+        return True
+
+    def matches_source(self, source: str) -> bool:
+        return fnmatch.fnmatchcase(source, self.source)
+
+
+class RuleBase(Strict):
+    """Fields every rule has, whatever its `when:`. Each condition module subclasses it."""
+
+    # pipeline rules are evaluated per selected pipeline; source rules per source
+    scope: ClassVar[str] = "pipeline"
+    # fields a condition offers to annotation templates, beyond the common ones
+    template_fields: ClassVar[frozenset[str]] = frozenset()
+
+    alert: AlertName
+    for_: Duration = Field(timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
+    severity: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "warning"
+    labels: dict[LabelName, str] = Field(default_factory=dict)
+    annotations: dict[LabelName, str] = Field(default_factory=dict)
+    pipelines: PipelineSelector | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
+
+
+@dataclass(frozen=True)
+class Finding:
+    labels: Mapping[str, str]  # identity labels beyond alertname/severity: source, pipeline, task, component
+    variables: Mapping[str, Any] = field(default_factory=dict)  # for annotation templates
+
+
+def _always(_labels: Mapping[str, str]) -> bool:
+    return True
+
+
+@dataclass
+class Evaluation:
+    """What a condition found. `settled` says whether an instance it did NOT find may resolve: a
+    condition that could not judge (the source is unreachable) keeps such instances as they are."""
+
+    findings: list[Finding]
+    settled: Callable[[Mapping[str, str]], bool] = _always
+
+
+@dataclass
+class Scope:
+    """Everything a condition may read for one evaluation: frozen `now`, the history, the selection."""
+
+    now: datetime
+    history: History
+    pipelines: list[PipelineHistory]  # selected pipelines (pipeline-scoped rules)
+    sources: list[str]  # selected sources (source-scoped rules)
+    calendar: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. calendars registry
+
+
+def pipeline_labels(ph: PipelineHistory, **extra: str) -> dict[str, str]:
+    return {"source": ph.key.source, "pipeline": ph.key.pipeline, **extra}
+
+
+def is_paused(ph: PipelineHistory) -> bool:
+    """A paused DAG/deployment is a state of its own: no lateness, freshness or stuck alerts for it."""
+    return ph.info is not None and ph.info.paused
