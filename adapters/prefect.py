@@ -122,15 +122,15 @@ class PrefectAdapter:
         now = self.api.server_now or self.clock.now()
         if self._version_due:
             await self._read_version()
+        overlap = self.spec.overlap
         since = cur.since or now - INITIAL_LOOKBACK
         if now < since:
             logger.warning("source {}: server clock went back from {} to {}", self.spec.name, since, now)
-            since = now
-        lo = since - self.spec.overlap
+            since = now - overlap
         window, (active, _), (late, _) = await _all(
-            self._window(lo, now),
+            self._window(since, now),
             self.reader.flow_runs(active_filter(), Budget(ACTIVE_BUDGET)),
-            self.reader.flow_runs(late_filter(lo - LATE_GRACE, now), Budget(LATE_BUDGET), "EXPECTED_START_TIME_ASC"),
+            self.reader.flow_runs(late_filter(since - LATE_GRACE, now), Budget(LATE_BUDGET), "EXPECTED_START_TIME_ASC"),
         )
         seen = _latest([*window.runs, *active, *late])
         vanished = [rid for rid in cur.open if rid not in seen]
@@ -156,7 +156,10 @@ class PrefectAdapter:
             await self.pools.refresh(now)
         self.pools.tick()
 
-        next_cursor = Cursor(since=window.until or since, runs=runs, open=open_ids, tasks=task_seen, backlog=backlog)
+        # Only the last `overlap` before the read can still gain rows (commits land late, client clocks lag):
+        # the next window starts there, or where a budget-bound catch-up stopped if that is earlier.
+        settled = since if window.until is None else max(since, min(window.until, now - overlap))
+        next_cursor = Cursor(since=settled, runs=runs, open=open_ids, tasks=task_seen, backlog=backlog)
         health = SourceHealth(
             source=self.spec.name,
             reachable=True,

@@ -3,11 +3,15 @@
 It is a plain JSON-able dict (Observe persists it so a restart resumes):
 
     {"v": 1,
-     "since": "2026-11-26T15:18:41+00:00",          # server time up to which windows were read completely
+     "since": "2026-11-26T15:17:41+00:00",          # the next change window starts here (server time)
      "runs": {"<flow run id>": "<state id>"},       # state last emitted per run still returned by a read
      "open": ["<flow run id>"],                     # runs last seen queued/running/retrying/paused
      "tasks": {"<flow run id>": {"<task run id>": "<state id>"}},
      "backlog": {"<flow run id>": "<pipeline>"}}    # task reads deferred by the per-cycle budget
+
+`since` is the end of what was read completely, but never later than `overlap` before the server time of
+the read: rows can still appear with times in that last stretch (late commits, client clocks), so it is
+read again; a catch-up still far behind the live edge moves on without re-reading.
 
 Prefect gives every state transition a new state id, so "this run's state id is already in `runs`" is
 exactly "this state change was already emitted". An entry is kept only while some read of the last cycle

@@ -3,9 +3,9 @@
 Prefect has no "updated since" filter, so "what changed" is assembled from filters it does have (all
 verified on a real 3.9.1 server):
 
-* window: runs whose start *or* end time lies in [since - overlap, now] — one request thanks to the
-  filter's `operator: or_`. Prefect's start_time filter is coalesce(start_time, expected_start_time), so
-  scheduled runs also appear here when they fall due. `end_time` exists on servers from 3.0.4; older ones
+* window: runs whose start *or* end time lies in [since, now] (since trails the last read by the
+  overlap) — one request thanks to the filter's `operator: or_`. Prefect's start_time filter is
+  coalesce(start_time, expected_start_time), so scheduled runs also appear here when they fall due. `end_time` exists on servers from 3.0.4; older ones
   get the start window only and rely on following open runs by id.
 * active: every RUNNING / PENDING / CANCELLING / PAUSED run, whatever its age (long runs).
 * late: state name "Late", expected start bounded on both sides — the scheduler pre-creates many future
@@ -31,6 +31,7 @@ from adapters.windows import Page, Window, scan
 LIMIT = 200  # Prefect's PREFECT_SERVER_API_DEFAULT_LIMIT: a larger limit is rejected with 422
 ACTIVE_TYPES = ("RUNNING", "PENDING", "CANCELLING", "PAUSED")
 MIN_SPLIT = timedelta(seconds=1)
+TICK = timedelta(microseconds=1)  # Prefect stores microseconds; bounds are inclusive on both sides
 TASK_IDS_PER_REQUEST = 50  # flow runs per task-run read: keeps pages mostly from few runs
 
 
@@ -82,6 +83,7 @@ class WindowRead:
 class RunReader:
     def __init__(self, api: PrefectApi) -> None:
         self.api = api
+        self.catch_up_span: timedelta | None = None  # None: not behind, read the whole window at once
 
     async def flow_runs(
         self, criteria: dict[str, Any], budget: Budget, sort: str = "ID_DESC", offset: int = 0
@@ -99,8 +101,7 @@ class RunReader:
 
     async def window(self, lo: datetime, hi: datetime, with_end: bool, budget: Budget) -> WindowRead:
         """Runs started or ended in [lo, hi]; sub-windows are read oldest first so progress is a prefix."""
-        if lo >= hi:
-            return WindowRead(until=hi)
+        read = WindowRead(until=hi if lo >= hi else None)
 
         async def fetch(w: Window, offset: int, token: str | None) -> Page[FlowRun]:
             # ID order is stable while runs change state, so offset pages of one slice stay meaningful.
@@ -109,11 +110,31 @@ class RunReader:
                 body["offset"] = offset
             return Page(await self.api.post("/flow_runs/filter", body, FLOW_RUNS))
 
-        result = await scan(
-            fetch, Window(lo, hi), key=lambda fr: fr.id, page_size=LIMIT, budget=budget.left, min_span=MIN_SPLIT
-        )
-        budget.left = max(0, budget.left - result.requests)
-        return WindowRead(runs=result.items, until=result.completed_to)
+        pos = lo
+        while pos < hi and budget.left > 0:
+            end = hi if self.catch_up_span is None else min(hi, pos + self.catch_up_span)
+            result = await scan(
+                fetch, Window(pos, end), key=lambda fr: fr.id, page_size=LIMIT, budget=budget.left, min_span=MIN_SPLIT
+            )
+            budget.left = max(0, budget.left - result.requests)
+            read.runs.extend(result.items)
+            if result.completed_to is None:
+                if self.catch_up_span is not None:
+                    self.catch_up_span = max(MIN_SPLIT, self.catch_up_span / 4)
+                else:
+                    self.catch_up_span = max(MIN_SPLIT, (end - pos) / 4)
+                break
+            read.until = result.completed_to
+            if result.exhausted:
+                break
+            pos = result.completed_to + TICK
+        # Still behind after spending the budget: remember how far one cycle got, so the next one reads the
+        # backlog in pieces of about that size instead of halving down from the whole backlog again.
+        if read.until is not None and read.until < hi:
+            self.catch_up_span = max(MIN_SPLIT, read.until - lo)
+        elif read.until is not None:
+            self.catch_up_span = None
+        return read
 
     async def by_ids(self, ids: list[str], budget: Budget) -> tuple[list[FlowRun], set[str]]:
         """Flow runs by id; returns what was found and which ids were actually asked about."""

@@ -34,7 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate sentinel.yaml and every rule file it names")
     c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="path to sentinel.yaml (default ./sentinel.yaml)")
-    c.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    c.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1 on any warning)")
+
+    t = sub.add_parser("test", help="run rule unit tests (default: rules/tests/*.yaml)")
+    t.add_argument(
+        "files", nargs="*", metavar="FILE", help="test files or directories of them (default rules/tests/*.yaml)"
+    )
+    t.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
+    t.add_argument("--run", metavar="REGEX", help="run only the tests whose name matches REGEX")
     return p
 
 
@@ -51,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sentinel.check import check
 
         return check(Path(args.config), strict=args.strict)
+    if args.command == "test":
+        from sentinel.rules.testing import main as run_tests
+
+        return run_tests(args.files, junit=args.junit, run=args.run)
     if args.command == "run":
         return _run(Path(args.config))
     if args.command == "demo":

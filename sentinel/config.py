@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from sentinel.alerting.matchers import Matcher, parse_matchers
+from sentinel.calendars import CalendarConfig
 from sentinel.durations import Duration
 from sentinel.model import SourceSpec
 from sentinel.yamlfile import ConfigError, Document, Problem, dotted, expand, load, validate
@@ -125,7 +126,7 @@ class Config(_Strict):
     sources: list[SourceConfig] = Field(default_factory=list)
     rule_files: list[str] = Field(default_factory=list)
     evaluation_interval: Duration = timedelta(seconds=15)
-    calendars: dict[str, Any] = Field(default_factory=dict)
+    calendars: dict[Name, CalendarConfig] = Field(default_factory=dict)
     receivers: list[ReceiverConfig] = Field(min_length=1)
     route: RouteConfig
     inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from sentinel.alerting.dispatch import Dispatcher
 from sentinel.alerting.nflog import NotificationLog
 from sentinel.alerting.pipeline import build_pipelines
 from sentinel.alerting.route import Route
+from sentinel.calendars import Calendars
 from sentinel.clock import Clock, SystemClock
 from sentinel.config import Config, LoadedConfig, load_config
 from sentinel.metrics import Metrics
@@ -57,6 +58,7 @@ class Daemon:
         self.store = Store(_store_path(loaded))
         self.nflog = NotificationLog(self.store)
         self.engine = RuleEngine(rules or load_rules(loaded.rule_paths), _source_labels(self.config))
+        self.engine.extras["calendars"] = Calendars(self.config.calendars)
         self._integrations = integrations or _default_integrations
         self._transport = transport
         self.serve_http = serve_http
@@ -244,6 +246,7 @@ class Daemon:
         self.loaded, self.config = loaded, loaded.config
         logs.add_secrets(logs.secrets_of(self.config))
         self.engine.source_labels = _source_labels(self.config)
+        self.engine.extras["calendars"] = Calendars(self.config.calendars)
         self.engine.replace_rules(rules, self.clock.now())
         self.dispatcher.set_routes(
             Route.build(self.config.route), build_pipelines(receivers, self.nflog, on_outcome=self._on_outcome)

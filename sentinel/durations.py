@@ -29,7 +29,7 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
         if m.start() != pos:
             break
         unit = m.group(2)
-        if last_unit is not None and list(_UNITS).index(unit) <= list(_UNITS).index(last_unit):
+        if last_unit is not None and list(_UNITS).index(unit) >= list(_UNITS).index(last_unit):
             raise ValueError(f"invalid duration {s!r}: units must go from largest to smallest")
         total += float(m.group(1)) * _UNITS[unit]
         pos, last_unit = m.end(), unit

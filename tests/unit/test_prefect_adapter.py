@@ -493,7 +493,8 @@ async def test_first_poll_reports_runs_tasks_and_pipeline_names() -> None:
 async def test_cursor_follows_the_server_clock_not_ours() -> None:
     h = Harness()
     await h.poll()
-    assert parse(h.cursor["since"]) == h.server_clock.now()  # an hour ahead of the adapter's clock
+    # the next window starts one overlap before the server's now (an hour ahead of the adapter's clock)
+    assert parse(h.cursor["since"]) == h.server_clock.now() - timedelta(seconds=60)
     window = h.fake.bodies("/flow_runs/filter")[0]["flow_runs"]
     assert parse(window["start_time"]["before_"]) == h.server_clock.now()
 
@@ -591,7 +592,7 @@ async def test_window_that_overflows_the_page_is_split_and_nothing_is_lost() -> 
     assert set(reported) == ids and len(reported) == len(ids)
     windows = [b for b in h.fake.bodies("/flow_runs/filter") if "operator" in b["flow_runs"]]
     assert len(windows) > 1 and all(b["limit"] == 200 for b in windows)
-    assert parse(h.cursor["since"]) == now
+    assert parse(h.cursor["since"]) == now - timedelta(seconds=60)
 
 
 async def test_burst_in_one_second_is_paged_by_offset() -> None:
@@ -604,7 +605,7 @@ async def test_burst_in_one_second_is_paged_by_offset() -> None:
     assert {u.run_id for u in result.runs} == ids and len(result.runs) == 450
     offsets = [b.get("offset", 0) for b in h.fake.bodies("/flow_runs/filter") if "operator" in b["flow_runs"]]
     assert len([o for o in offsets if o > 0]) >= 2  # one-second slice with 450 runs: three pages
-    assert parse(h.cursor["since"]) == h.now
+    assert parse(h.cursor["since"]) == h.now - timedelta(seconds=60)
 
 
 async def test_catch_up_beyond_the_budget_resumes_next_cycle(monkeypatch: pytest.MonkeyPatch) -> None:

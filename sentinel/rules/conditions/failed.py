@@ -111,4 +111,6 @@ def _failed_tasks(rule: FailedRule, ph: PipelineHistory) -> list[Finding]:
             )
         )
     return out
+
+
 MODEL = FailedRule

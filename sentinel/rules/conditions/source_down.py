@@ -55,4 +55,6 @@ def evaluate(rule: SourceDownRule, scope: Scope) -> Evaluation:
         return labels.get("source") not in unreachable or labels.get("component") == "api"
 
     return Evaluation(findings, settled)
+
+
 MODEL = SourceDownRule
