@@ -149,7 +149,7 @@ class PrefectAdapter:
         backlog = dict(cur.backlog)
         # Task runs exist only once the flow run has run; a Late or cancelled-before-start run has none.
         backlog.update((u.run_id, u.pipeline) for (fr, _), u in zip(changed, updates, strict=True) if fr.run_count)
-        tasks, task_seen, backlog = await self._tasks(cur, backlog, seen, runs)
+        tasks, task_seen, backlog = await self._tasks(cur, backlog, seen, set(open_ids))
 
         partial, full = await self.deployments.next_page(self.ui)
         if self.pools.due():
@@ -236,11 +236,13 @@ class PrefectAdapter:
         return run_update(self.spec.name, self.names.pipeline(fr), fr, state, url)
 
     async def _tasks(
-        self, cur: Cursor, backlog: dict[str, str], seen: dict[str, FlowRun], runs: dict[str, str]
+        self, cur: Cursor, backlog: dict[str, str], seen: dict[str, FlowRun], open_ids: set[str]
     ) -> tuple[list[TaskUpdate], dict[str, dict[str, str]], dict[str, str]]:
         task_runs, done = await self.reader.task_runs(list(backlog), Budget(TASK_BUDGET))
         remaining = {rid: p for rid, p in backlog.items() if rid not in done}
-        keep = runs.keys() | remaining.keys()
+        # Task runs are re-read only when their flow run changes state, and a finished flow run does not:
+        # only open runs (and deferred reads) need to remember which task states were already reported.
+        keep = open_ids | remaining.keys()
         task_seen = {rid: dict(entries) for rid, entries in cur.tasks.items() if rid in keep}
         updates: list[TaskUpdate] = []
         for tr in sorted(task_runs, key=_task_order):
@@ -252,7 +254,8 @@ class PrefectAdapter:
                 state = RunState.UNKNOWN
                 self._unknown("task run", tr.id, tr.type)
             updates.append(task_update(self.spec.name, backlog.get(rid, ""), seen.get(rid), tr, state))
-            task_seen.setdefault(rid, {})[tr.id] = tr.state_key
+            if rid in keep:
+                task_seen.setdefault(rid, {})[tr.id] = tr.state_key
         return updates, task_seen, remaining
 
     def _unknown(self, what: str, run_id: str, state_type: str) -> None:

@@ -6,7 +6,7 @@ It is a plain JSON-able dict (Observe persists it so a restart resumes):
      "since": "2026-11-26T15:17:41+00:00",          # the next change window starts here (server time)
      "runs": {"<flow run id>": "<state id>"},       # state last emitted per run still returned by a read
      "open": ["<flow run id>"],                     # runs last seen queued/running/retrying/paused
-     "tasks": {"<flow run id>": {"<task run id>": "<state id>"}},
+     "tasks": {"<open flow run id>": {"<task run id>": "<state id>"}},
      "backlog": {"<flow run id>": "<pipeline>"}}    # task reads deferred by the per-cycle budget
 
 `since` is the end of what was read completely, but never later than `overlap` before the server time of

@@ -4,9 +4,10 @@ Prefect has no "updated since" filter, so "what changed" is assembled from filte
 verified on a real 3.9.1 server):
 
 * window: runs whose start *or* end time lies in [since, now] (since trails the last read by the
-  overlap) — one request thanks to the filter's `operator: or_`. Prefect's start_time filter is
-  coalesce(start_time, expected_start_time), so scheduled runs also appear here when they fall due. `end_time` exists on servers from 3.0.4; older ones
-  get the start window only and rely on following open runs by id.
+  overlap) — one request thanks to the filter's `operator: or_`. Prefect's start_time filter compares
+  coalesce(start_time, expected_start_time), so `is_null_: false` keeps it to runs that started.
+  `end_time` exists on servers from 3.0.4; older ones get the (coalescing) start window only and rely
+  on following open runs by id.
 * active: every RUNNING / PENDING / CANCELLING / PAUSED run, whatever its age (long runs).
 * late: state name "Late", expected start bounded on both sides — the scheduler pre-creates many future
   SCHEDULED runs, and neglected deployments pile up Late runs forever.
@@ -26,11 +27,12 @@ from typing import Any
 
 from adapters.prefect_http import PrefectApi
 from adapters.prefect_models import FLOW_RUNS, TASK_RUNS, FlowRun, TaskRun
-from adapters.windows import Page, Window, scan
+from adapters.windows import Page, ScanResult, Window, scan
 
 LIMIT = 200  # Prefect's PREFECT_SERVER_API_DEFAULT_LIMIT: a larger limit is rejected with 422
 ACTIVE_TYPES = ("RUNNING", "PENDING", "CANCELLING", "PAUSED")
 MIN_SPLIT = timedelta(seconds=1)
+MAX_SPAN = timedelta(days=1)
 TICK = timedelta(microseconds=1)  # Prefect stores microseconds; bounds are inclusive on both sides
 TASK_IDS_PER_REQUEST = 50  # flow runs per task-run read: keeps pages mostly from few runs
 
@@ -56,7 +58,10 @@ def window_filter(lo: datetime, hi: datetime, with_end: bool) -> dict[str, Any]:
     span = {"after_": iso(lo), "before_": iso(hi)}
     if not with_end:
         return {"start_time": span}
-    return {"operator": "or_", "start_time": span, "end_time": dict(span)}
+    # Started runs only: a cron tick makes hundreds of runs due at one instant, and coalescing their
+    # expected start into the window would be an unsplittable burst. Unstarted runs are covered anyway
+    # (pending: active read; late: late read; ended without starting: the end_time half).
+    return {"operator": "or_", "start_time": {**span, "is_null_": False}, "end_time": dict(span)}
 
 
 def active_filter() -> dict[str, Any]:
@@ -83,7 +88,7 @@ class WindowRead:
 class RunReader:
     def __init__(self, api: PrefectApi) -> None:
         self.api = api
-        self.catch_up_span: timedelta | None = None  # None: not behind, read the whole window at once
+        self.page_span: timedelta | None = None  # None until a window overflowed: read it whole
 
     async def flow_runs(
         self, criteria: dict[str, Any], budget: Budget, sort: str = "ID_DESC", offset: int = 0
@@ -100,7 +105,12 @@ class RunReader:
         return out, False
 
     async def window(self, lo: datetime, hi: datetime, with_end: bool, budget: Budget) -> WindowRead:
-        """Runs started or ended in [lo, hi]; sub-windows are read oldest first so progress is a prefix."""
+        """Runs started or ended in [lo, hi]; pieces are read oldest first so progress is a prefix.
+
+        The window is read in pieces of `page_span`, the width that last held about a page of runs: a busy
+        server then costs one request per page instead of a full page thrown away at every halving, and a
+        catch-up after an outage does not re-halve the whole backlog each cycle.
+        """
         read = WindowRead(until=hi if lo >= hi else None)
 
         async def fetch(w: Window, offset: int, token: str | None) -> Page[FlowRun]:
@@ -112,29 +122,35 @@ class RunReader:
 
         pos = lo
         while pos < hi and budget.left > 0:
-            end = hi if self.catch_up_span is None else min(hi, pos + self.catch_up_span)
+            piece = Window(pos, hi if self.page_span is None else min(hi, pos + self.page_span))
             result = await scan(
-                fetch, Window(pos, end), key=lambda fr: fr.id, page_size=LIMIT, budget=budget.left, min_span=MIN_SPLIT
+                fetch, piece, key=lambda fr: fr.id, page_size=LIMIT, budget=budget.left, min_span=MIN_SPLIT
             )
             budget.left = max(0, budget.left - result.requests)
             read.runs.extend(result.items)
+            self._learn(piece, result)
             if result.completed_to is None:
-                if self.catch_up_span is not None:
-                    self.catch_up_span = max(MIN_SPLIT, self.catch_up_span / 4)
-                else:
-                    self.catch_up_span = max(MIN_SPLIT, (end - pos) / 4)
                 break
             read.until = result.completed_to
             if result.exhausted:
                 break
             pos = result.completed_to + TICK
-        # Still behind after spending the budget: remember how far one cycle got, so the next one reads the
-        # backlog in pieces of about that size instead of halving down from the whole backlog again.
-        if read.until is not None and read.until < hi:
-            self.catch_up_span = max(MIN_SPLIT, read.until - lo)
-        elif read.until is not None:
-            self.catch_up_span = None
         return read
+
+    def _learn(self, piece: Window, result: ScanResult[FlowRun]) -> None:
+        """Aim the next piece at half a page, judged by how full this one was."""
+        if result.completed_to is None:  # not even the first slice fit the budget
+            self.page_span = max(MIN_SPLIT, piece.span / 4)
+        elif result.requests == 1:
+            if self.page_span is not None or len(result.items) >= LIMIT // 2:
+                scale = min(4.0, max(0.5, (LIMIT / 2) / max(1, len(result.items))))
+                self.page_span = min(MAX_SPAN, max(MIN_SPLIT, piece.span * scale))
+        else:
+            # Split: the slices that fit show the width to use. Slices that could not be split further are
+            # one-instant bursts (a cron tick scheduling hundreds of runs at :00) and say nothing about it.
+            fitted = sorted(w.span for w in set(result.windows) if w.span > 2 * MIN_SPLIT)
+            if fitted:
+                self.page_span = fitted[len(fitted) // 2]
 
     async def by_ids(self, ids: list[str], budget: Budget) -> tuple[list[FlowRun], set[str]]:
         """Flow runs by id; returns what was found and which ids were actually asked about."""

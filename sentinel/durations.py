@@ -20,7 +20,10 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     if isinstance(text, int | float):
         if text < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=text)
+        try:
+            return _bounded(float(text), repr(text))
+        except OverflowError:
+            raise ValueError("duration is too long (over a century)") from None
     s = str(text).strip()
     if s == "0":
         return timedelta(0)
@@ -35,7 +38,14 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
         pos, last_unit = m.end(), unit
     if pos != len(s) or not s:
         raise ValueError(f"invalid duration {s!r}: expected e.g. 30s, 5m, 1h30m, 2d")
-    return timedelta(seconds=total)
+    return _bounded(total, s)
+
+
+def _bounded(seconds: float, text: str) -> timedelta:
+    # timedelta tops out near 2.7 million years; anything close to that is a typo, not a duration.
+    if not seconds < 10 * 31536000 * 100:
+        raise ValueError(f"duration {text!r} is too long (over a century)")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(td: timedelta) -> str:

@@ -85,8 +85,8 @@ def load(path: str | Path, text: str | None = None) -> Document:
             raise ConfigError([Problem(name, 1, 1, f"cannot read file: {exc.strerror or exc}")]) from None
         except UnicodeDecodeError:
             raise ConfigError([Problem(name, 1, 1, "file is not UTF-8 text")]) from None
-    loader = _Loader(text)
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return Document(name, None)
@@ -96,10 +96,13 @@ def load(path: str | Path, text: str | None = None) -> Document:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         msg = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
         raise ConfigError([Problem(name, line, col, f"invalid YAML: {msg}")]) from None
+    except yaml.reader.ReaderError as exc:  # characters YAML forbids (NUL, ESC, ...), found before any node
+        pos = min(exc.position, len(text))
+        line, col = text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError([Problem(name, line, col, f"invalid YAML: character {char} is not allowed")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(name, 1, 1, f"invalid YAML: {exc}")]) from None
-    finally:
-        loader.dispose()
     doc = Document(name, data)
     _index(node, (), doc)
     return doc

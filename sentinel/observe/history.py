@@ -6,9 +6,10 @@ talks to a scheduler or the store: the poller persists what `apply` reports as c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 from sentinel.model import (
     ImportErrorInfo,
@@ -21,6 +22,7 @@ from sentinel.model import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
 
 
 def run_order(run: RunUpdate) -> datetime:
@@ -28,15 +30,49 @@ def run_order(run: RunUpdate) -> datetime:
     return run.scheduled_for or run.started_at or run.queued_at or run.updated_at or _EPOCH
 
 
-@dataclass
 class PipelineHistory:
-    key: PipelineKey
-    max_runs: int = 100
-    max_tasks: int = 500
-    runs: dict[str, RunUpdate] = field(default_factory=dict)
-    tasks: dict[str, dict[str, TaskUpdate]] = field(default_factory=dict)
-    info: PipelineInfo | None = None
-    _sorted: list[RunUpdate] | None = None
+    """One pipeline's bounded run history.
+
+    `version` grows whenever anything a rule can read changes (a run, a task, the pipeline's info), so
+    callers may cache whatever they derive from a pipeline for as long as its version stays the same
+    (the rule engine does, per rule and pipeline, since most pipelines do not change between ticks).
+    Mutate only through `add_run`, `add_task` and `info`: a direct write to `runs`/`tasks` is not seen.
+    """
+
+    def __init__(
+        self, key: PipelineKey, max_runs: int = 100, max_tasks: int = 500, info: PipelineInfo | None = None
+    ) -> None:
+        self.key = key
+        self.max_runs = max_runs
+        self.max_tasks = max_tasks
+        self.runs: dict[str, RunUpdate] = {}
+        self.tasks: dict[str, dict[str, TaskUpdate]] = {}
+        self.version = 0
+        # Bumped on info changes only: selecting pipelines by tags depends on info, never on runs.
+        self.info_version = 0
+        self._info = info
+        self._sorted: list[RunUpdate] | None = None
+        self._derived: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"PipelineHistory({self.key!r}, runs={len(self.runs)}, version={self.version})"
+
+    @property
+    def info(self) -> PipelineInfo | None:
+        return self._info
+
+    @info.setter
+    def info(self, info: PipelineInfo | None) -> None:
+        # A full pipeline refresh re-sends every pipeline: an equal value is no change, keep caches.
+        if info == self._info:
+            return
+        self._info = info
+        self.info_version += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._derived.clear()
 
     def add_run(self, run: RunUpdate) -> bool:
         """Keep the newest view of a run. Returns True if anything changed."""
@@ -52,6 +88,7 @@ class PipelineHistory:
                 self.runs.pop(victim.run_id, None)
                 self.tasks.pop(victim.run_id, None)
             self._sorted = None
+        self._changed()
         return True
 
     def add_task(self, task: TaskUpdate) -> bool:
@@ -62,15 +99,31 @@ class PipelineHistory:
         if old is None and len(per_run) >= self.max_tasks:
             return False
         per_run[task.task] = task
+        self._changed()
         return True
 
     def ordered(self) -> list[RunUpdate]:
+        """Runs oldest period first. The same list object until the runs change: do not mutate it."""
         if self._sorted is None:
             self._sorted = sorted(self.runs.values(), key=run_order)
         return self._sorted
 
+    def derived(self, name: str, compute: Callable[[PipelineHistory], T]) -> T:
+        """`compute(self)`, memoised until this pipeline's next change.
+
+        For summaries every tick needs but only a change can alter (the terminal runs, the runs waiting
+        to start): conditions read them for every pipeline on every tick, and nearly no pipeline changes
+        between two ticks. Bounded by the number of distinct `name`s. Results are shared: do not mutate.
+        """
+        try:
+            return cast(T, self._derived[name])
+        except KeyError:
+            value = self._derived[name] = compute(self)
+            return value
+
     def terminal(self) -> list[RunUpdate]:
-        return [r for r in self.ordered() if r.state.terminal]
+        """Terminal runs, oldest period first (shared until the next change: do not mutate)."""
+        return self.derived("terminal", _terminal)
 
     def last_terminal(self) -> RunUpdate | None:
         for r in reversed(self.ordered()):
@@ -80,6 +133,10 @@ class PipelineHistory:
 
     def tasks_of(self, run_id: str) -> list[TaskUpdate]:
         return list(self.tasks.get(run_id, {}).values())
+
+
+def _terminal(ph: PipelineHistory) -> list[RunUpdate]:
+    return [r for r in ph.ordered() if r.state.terminal]
 
 
 @dataclass

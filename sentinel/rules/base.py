@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from sentinel.durations import Duration
 from sentinel.model import PipelineInfo, PipelineKey
@@ -47,6 +47,31 @@ class PipelineSelector(Strict):
         return fnmatch.fnmatchcase(source, self.source)
 
 
+def _upstream_shorthand(v: Any) -> Any:
+    # A bare string is the common case ("market_data_ingest"): a pipeline name in any source. A mapping
+    # is needed only to pin the source, since Prefect names contain '/' and "source/pipeline" would be
+    # ambiguous.
+    return {"pipeline": v} if isinstance(v, str) else v
+
+
+class UpstreamRef(Strict):
+    """One entry of `depends_on`: an upstream pipeline, by name (globs allowed), optionally in one source."""
+
+    source: str = "*"
+    pipeline: Annotated[str, Field(min_length=1, max_length=512)]
+
+    def matches(self, key: PipelineKey) -> bool:
+        return fnmatch.fnmatchcase(key.source, self.source) and fnmatch.fnmatchcase(key.pipeline, self.pipeline)
+
+
+Upstream = Annotated[UpstreamRef, BeforeValidator(_upstream_shorthand)]
+
+# Annotations that `depends_on` writes; a rule setting them itself would be overwritten every tick.
+DEPENDENCY_ANNOTATIONS = frozenset({"root_cause", "blocks"})
+# Kinds whose alerts an upstream problem explains (and inhibits): the pipeline is late, not broken.
+DEPENDENT_KINDS = frozenset({"deadline", "late_start", "freshness"})
+
+
 class RuleBase(Strict):
     """Fields every rule has, whatever its `when:`. Each condition module subclasses it."""
 
@@ -62,11 +87,32 @@ class RuleBase(Strict):
     labels: dict[LabelName, str] = Field(default_factory=dict)
     annotations: dict[LabelName, str] = Field(default_factory=dict)
     pipelines: PipelineSelector | None = None
+    # None inherits the group's; a list (even empty) replaces it, as `pipelines:` does.
+    depends_on: list[Upstream] | None = None
+    inhibited_by_upstream: bool | None = None
 
     @field_validator("labels")
     @classmethod
     def _no_reserved_labels(cls, v: dict[str, str]) -> dict[str, str]:
         return check_labels(v)
+
+    @field_validator("annotations")
+    @classmethod
+    def _no_dependency_annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        clash = sorted(set(v) & DEPENDENCY_ANNOTATIONS)
+        if clash:
+            raise ValueError(f"annotations {', '.join(clash)} are written by depends_on and cannot be set in a rule")
+        return v
+
+    @model_validator(mode="after")
+    def _depends_on_applies(self) -> RuleBase:
+        when = getattr(self, "when", None)
+        if (self.depends_on or self.inhibited_by_upstream is not None) and when not in DEPENDENT_KINDS:
+            raise ValueError(
+                f"depends_on / inhibited_by_upstream only affect when: {', '.join(sorted(DEPENDENT_KINDS))} "
+                f"rules, not when: {when}"
+            )
+        return self
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sentinel.durations import Duration
-from sentinel.rules.base import LabelName, PipelineSelector, RuleBase, Strict, check_labels
+from sentinel.rules.base import LabelName, PipelineSelector, RuleBase, Strict, Upstream, check_labels
 from sentinel.rules.conditions import Rule
 from sentinel.yamlfile import ConfigError, Problem, load, validate
 
@@ -31,6 +31,9 @@ class RuleGroup(Strict):
     calendar: str | None = None
     interval: Duration | None = None
     labels: dict[LabelName, str] = Field(default_factory=dict)
+    # Upstream pipelines of the group's deadline/late_start/freshness rules (see docs/rules.md#depends_on).
+    depends_on: list[Upstream] = Field(default_factory=list)
+    inhibited_by_upstream: bool = True
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("labels")

@@ -27,6 +27,9 @@ class Instance:
     last_active: datetime
     fired_at: datetime | None = None
     resolved_at: datetime | None = None
+    # Fingerprints of the upstream root-cause alerts holding this one back (`depends_on`). Non-empty means
+    # the dispatcher has not been told about this firing episode; see sentinel/rules/dependencies.py.
+    inhibited_by: tuple[str, ...] = ()
 
     def to_alert(self) -> Alert:
         return Alert(
@@ -41,6 +44,7 @@ class Instance:
         d = asdict(self)
         d["labels"] = list(map(list, self.labels))
         d["annotations"] = list(map(list, self.annotations))
+        d["inhibited_by"] = list(self.inhibited_by)
         for k in ("active_at", "last_active", "fired_at", "resolved_at"):
             d[k] = d[k].isoformat() if d[k] else None
         return d
@@ -60,6 +64,7 @@ class Instance:
             last_active=t(d["last_active"]),  # type: ignore[arg-type]
             fired_at=t(d["fired_at"]),
             resolved_at=t(d["resolved_at"]),
+            inhibited_by=tuple(d.get("inhibited_by", ())),  # absent in state saved before depends_on
         )
 
 

@@ -41,7 +41,11 @@ def check_templates(rule: Any) -> list[tuple[str, str]]:
             msg = f"annotations.{key}: template does not compile: {exc.message} (template line {exc.lineno})"
             out.append((key, msg))
             continue
-        unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
+        try:
+            unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
+        except jinja2.TemplateError as exc:  # e.g. an unknown filter, found only when compiling
+            out.append((key, f"annotations.{key}: template does not compile: {exc}"))
+            continue
         if unknown:
             out.append(
                 (

@@ -47,7 +47,7 @@ from sentinel.rules.testing_format import (
     RunSpec,
     TaskSpec,
 )
-from sentinel.yamlfile import ConfigError, Document, Problem, dotted, validate
+from sentinel.yamlfile import ConfigError, Document, Path_, Problem, dotted, load, validate
 
 DEFAULT_PATTERN = "rules/tests/*.yaml"
 MAX_TICKS = 200_000  # a year at 1m ticks would take minutes; a typo in `interval` should not hang CI
@@ -82,9 +82,8 @@ class FileReport:
 
 # -- loading ---------------------------------------------------------------------------------------
 def load_test_file(path: Path) -> tuple[Document, RuleTestFile, LoadedRules]:
-    from sentinel.check import load_yaml
 
-    doc = load_yaml(path)
+    doc = load(path)
     if not isinstance(doc.data, dict):
         raise ConfigError([doc.problem((), "a rule test file must be a mapping with rule_files and tests")])
     spec = validate(doc, RuleTestFile)
@@ -134,69 +133,83 @@ class _Scenario:
     ticks: list[datetime]
 
 
-def _build(test: RuleTest, doc: Document, where: tuple[str | int, ...]) -> _Scenario:
-    start = test.start
+def _build(test: RuleTest, doc: Document, where: Path_) -> _Scenario:
     problems: list[Problem] = []
-    facts: list[_Fact] = []
-    infos: dict[str, list[PipelineInfo]] = {}
-    seen: set[tuple[str, str]] = set()
-    for pi, p in enumerate(test.pipelines):
-        at = (*where, "pipelines", pi)
-        if (p.source, p.pipeline) in seen:
-            problems.append(doc.problem(at, f"pipeline {p.source}/{p.pipeline} is listed twice in this test"))
-        seen.add((p.source, p.pipeline))
-        infos.setdefault(p.source, []).append(_info(p, start))
-        used_ids: set[str] = set()
-        for ri, run in enumerate(p.runs):
-            run_id = run.id or f"run-{ri + 1}"
-            if run_id in used_ids:
-                problems.append(doc.problem((*at, "runs", ri), f"run id {run_id!r} is used twice for {p.pipeline}"))
-            used_ids.add(run_id)
-            try:
-                facts += _run_facts(p, run, run_id, start)
-            except ValueError as exc:
-                problems.append(doc.problem((*at, "runs", ri), f"{dotted((*at, 'runs', ri))}: {exc}"))
-
+    facts, infos = _pipelines(test, doc, where, problems)
     health: dict[str, list[tuple[datetime, HealthSpec]]] = {}
     for h in test.health:
-        health.setdefault(h.source, []).append((h.at.resolve(start), h))
+        health.setdefault(h.source, []).append((h.at.resolve(test.start), h))
     for events in health.values():
         events.sort(key=lambda e: e[0])
     errors = [
         (
             e.source,
-            e.from_.resolve(start),
-            e.until.resolve(start) if e.until else None,
-            ImportErrorInfo(source=e.source, filename=e.filename, message=e.message, timestamp=e.from_.resolve(start)),
+            e.from_.resolve(test.start),
+            e.until.resolve(test.start) if e.until else None,
+            ImportErrorInfo(
+                source=e.source, filename=e.filename, message=e.message, timestamp=e.from_.resolve(test.start)
+            ),
         )
         for e in test.import_errors
     ]
-
-    instants: list[tuple[datetime, Expectation]] = []
-    for ei, exp in enumerate(test.evaluate):
-        t = exp.at.resolve(start)
-        if t < start:
-            problems.append(doc.problem((*where, "evaluate", ei, "at"), f"at {exp.at.text!r} is before the start"))
-        elif instants and t < instants[-1][0]:
-            problems.append(doc.problem((*where, "evaluate", ei, "at"), "evaluate instants must be in time order"))
-        instants.append((t, exp))
+    instants = _instants(test, doc, where, problems)
     if problems:
         raise ConfigError(problems)
-
     last = instants[-1][0]
-    if (last - start) / test.interval > MAX_TICKS:
+    if (last - test.start) / test.interval > MAX_TICKS:
         raise ConfigError([doc.problem((*where, "interval"), f"more than {MAX_TICKS} ticks: use a larger interval")])
     ticks = {t for t, _ in instants}
-    t = start
+    t = test.start
     while t <= last:
         ticks.add(t)
         t += test.interval
     # Every fact change is a tick too, so a `for:` starts counting exactly when the condition does.
     changes = [f.at for f in facts] + [a for evs in health.values() for a, _ in evs]
     changes += [x for _, a, b, _ in errors for x in (a, b) if x is not None]
-    ticks.update(c for c in changes if start <= c <= last)
+    ticks.update(c for c in changes if test.start <= c <= last)
     facts.sort(key=lambda f: f.at)
-    return _Scenario(facts, health, errors, {s: tuple(v) for s, v in infos.items()}, instants, sorted(ticks))
+    return _Scenario(facts, health, errors, infos, instants, sorted(ticks))
+
+
+def _pipelines(
+    test: RuleTest, doc: Document, where: Path_, problems: list[Problem]
+) -> tuple[list[_Fact], dict[str, tuple[PipelineInfo, ...]]]:
+    facts: list[_Fact] = []
+    infos: dict[str, list[PipelineInfo]] = {}
+    seen: set[tuple[str, str]] = set()
+    for pi, p in enumerate(test.pipelines):
+        at = (*where, "pipelines", pi)
+        if (p.source, p.pipeline) in seen:
+            problems.append(doc.problem(at, f"{dotted(at)}: {p.source}/{p.pipeline} is listed twice in this test"))
+        seen.add((p.source, p.pipeline))
+        infos.setdefault(p.source, []).append(_info(p, test.start))
+        used_ids: set[str] = set()
+        for ri, run in enumerate(p.runs):
+            rp = (*at, "runs", ri)
+            run_id = run.id or f"run-{ri + 1}"
+            if run_id in used_ids:
+                problems.append(doc.problem(rp, f"{dotted(rp)}: run id {run_id!r} is used twice for {p.pipeline}"))
+            used_ids.add(run_id)
+            try:
+                facts += _run_facts(p, run, run_id, test.start)
+            except ValueError as exc:
+                problems.append(doc.problem(rp, f"{dotted(rp)}: {exc}"))
+    return facts, {s: tuple(v) for s, v in infos.items()}
+
+
+def _instants(
+    test: RuleTest, doc: Document, where: Path_, problems: list[Problem]
+) -> list[tuple[datetime, Expectation]]:
+    instants: list[tuple[datetime, Expectation]] = []
+    for ei, exp in enumerate(test.evaluate):
+        ep = (*where, "evaluate", ei, "at")
+        t = exp.at.resolve(test.start)
+        if t < test.start:
+            problems.append(doc.problem(ep, f"{dotted(ep)}: {exp.at.text!r} is before the start"))
+        elif instants and t < instants[-1][0]:
+            problems.append(doc.problem(ep, f"{dotted(ep)}: evaluate instants must be in time order"))
+        instants.append((t, exp))
+    return instants
 
 
 def _info(p: PipelineSpec, start: datetime) -> PipelineInfo:
@@ -340,6 +353,9 @@ def run_test(
         scenario = _build(test, doc, ("tests", index))
     except ConfigError as exc:
         outcome.error = "\n".join(str(p) for p in exc.problems)
+        return outcome
+    except ValueError as exc:  # a time out of range, found while placing it on the timeline
+        outcome.error = str(doc.problem(("tests", index), f"tests[{index}]: {exc}"))
         return outcome
     try:
         outcome.mismatches = _replay(test, rules, calendars, scenario)
@@ -492,7 +508,7 @@ def run_file(path: Path, select: re.Pattern[str] | None = None) -> FileReport:
         report.problems = exc.problems
         return report
     except Exception as exc:  # a rule file that breaks a loader: `sentinel check` says where
-        msg = f"cannot load the rule files ({type(exc).__name__}: {exc}); run `sentinel check` on them"
+        msg = f"cannot load ({type(exc).__name__}: {exc}); `sentinel check` locates problems in rule files"
         report.problems = [Problem(str(path), 1, 1, msg)]
         return report
     for i, test in enumerate(spec.tests):

@@ -28,6 +28,12 @@ class At:
     from_scheduled: bool = False
 
     def resolve(self, start: datetime, scheduled: datetime | None = None) -> datetime:
+        try:
+            return self._resolve(start, scheduled)
+        except OverflowError:
+            raise ValueError(f"{self.text!r} is out of range") from None
+
+    def _resolve(self, start: datetime, scheduled: datetime | None) -> datetime:
         if self.absolute is not None:
             return self.absolute
         if self.from_scheduled:
@@ -48,6 +54,13 @@ def parse_at(value: Any) -> At:
         raise ValueError(f"{value.isoformat()} is a date; give a timestamp with a UTC offset or an offset like 15m")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("expected an offset like 15m, -1d or +9m, or a timestamp with a UTC offset")
+    try:
+        return _parse_at(value)
+    except OverflowError:
+        raise ValueError(f"time {value!r} is out of range") from None
+
+
+def _parse_at(value: int | float | str) -> At:
     if isinstance(value, int | float):
         # YAML reads `90` (and even `1:30`) as a number: take it as seconds, like durations do.
         return At(str(value), delta=parse_duration(value))

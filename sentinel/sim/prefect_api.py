@@ -71,6 +71,7 @@ class _Values(_Strict):
 class _Times(_Strict):
     after_: datetime | None = None
     before_: datetime | None = None
+    is_null_: bool | None = None
 
 
 class _StateFilter(_Strict):
@@ -132,9 +133,11 @@ def _name_uid(kind: str, name: str | None) -> str | None:
     return _uid(kind, name) if name is not None else None
 
 
-def _in(value: datetime | None, times: _Times) -> bool:
-    if value is None:
+def _in(value: datetime | None, times: _Times, raw: datetime | None = None) -> bool:
+    if times.is_null_ is not None and (raw is None) != times.is_null_:
         return False
+    if value is None:
+        return times.after_ is None and times.before_ is None
     return (times.after_ is None or value >= times.after_) and (times.before_ is None or value <= times.before_)
 
 
@@ -269,7 +272,7 @@ class _PrefectFace:
                 unbounded = True
         for times in (f.start_time, f.end_time, f.expected_start_time):
             if times is not None:
-                if times.after_ is None:
+                if times.after_ is None or times.is_null_:
                     unbounded = True
                 else:
                     lower.append(times.after_)
@@ -293,10 +296,10 @@ class _PrefectFace:
             checks.append(f.id.any_ is None or run.id in f.id.any_)
         if f.state is not None:
             checks.append(_words_match(PREFECT_STATES, run.state, f.state))
-        if f.start_time is not None:  # Prefect compares coalesce(start_time, expected_start_time)
-            checks.append(_in(run.started_at or run.scheduled_for, f.start_time))
+        if f.start_time is not None:  # range on coalesce(start_time, expected_start_time), is_null_ on start_time
+            checks.append(_in(run.started_at or run.scheduled_for, f.start_time, run.started_at))
         if f.end_time is not None:
-            checks.append(_in(run.ended_at, f.end_time))
+            checks.append(_in(run.ended_at, f.end_time, run.ended_at))
         if f.expected_start_time is not None:
             checks.append(_in(run.scheduled_for, f.expected_start_time))
         return not checks or (all(checks) if f.operator == "and_" else any(checks))

@@ -92,6 +92,8 @@ async def alerts(request: web.Request) -> web.Response:
                 "activeAt": inst.active_at.isoformat(),
                 "firedAt": inst.fired_at.isoformat() if inst.fired_at else None,
                 "resolvedAt": inst.resolved_at.isoformat() if inst.resolved_at else None,
+                # Alertmanager's status.inhibitedBy: the root-cause alerts holding this one back.
+                "inhibitedBy": list(inst.inhibited_by),
             }
         )
     out.sort(key=lambda a: (a["state"], a["labels"].get("alertname", ""), a["fingerprint"]))

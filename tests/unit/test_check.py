@@ -72,7 +72,7 @@ def test_shipped_rules_and_runbooks_check(tmp_path: Path, capsys: pytest.Capture
         ("{{ pipeline }} failed", "{{ pipeline | nofilter }}", ":9:20:", "No filter named 'nofilter'"),
         ("{{ pipeline }} failed", "{{ colour }}", ":9:20:", "unknown template field(s) colour for when: failed"),
         ("runbooks/PipelineFailed.md", "runbooks/Nope.md", ":10:24:", "annotations.runbook_url: runbooks/Nope.md not"),
-        ("for: 5m", "for: 1.0e+400", ":7:14:", "number too large"),
+        ("for: 5m", "for: 1.0e+400", ":7:14:", "is too long (over a century)"),
         ("for: 5m", "for: 5m\x00", ":7:16:", "invalid YAML: character U+0000 is not allowed"),
         ("when: failed", "when: faild", ":6:15:", "unknown value 'faild'"),
     ],
@@ -184,3 +184,10 @@ def test_cli_docs_cover_every_command_and_flag() -> None:
             for flag in action.option_strings:
                 if flag not in ("-h", "--help"):
                     assert f"`{flag}" in doc, f"sentinel {name} {flag}"
+
+
+def test_control_characters_in_the_config_are_located(tmp_path: Path) -> None:
+    cfg = setup(tmp_path, config=CONFIG.replace("sources: []", "sources: []\x1b"))
+    assert lines(cfg) == [
+        f"{cfg}:1:12: invalid YAML: character U+001B is not allowed"
+    ]

@@ -96,7 +96,7 @@ def test_failure_fires_at_once_and_for_holds_exactly(tmp_path: Path) -> None:
           - labels: {alertname: PipelineFailed, severity: critical, source: af, pipeline: p}
             annotations: {summary: p run run-1 failed}
           - labels: {alertname: TaskFailed, severity: warning, source: af, pipeline: p, task: load}
-      - at: 899s                         # 14m59s: FailedFor5m still pending
+      - at: 14m59s                       # FailedFor5m still pending
         match: subset
         alerts: [{labels: {alertname: PipelineFailed, severity: critical, source: af, pipeline: p}}]
       - at: 15m
@@ -278,3 +278,28 @@ def test_default_files_and_missing_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert "no rule test files found" in capsys.readouterr().err
     assert main(["missing_test.yaml"]) == 1
     assert "missing_test.yaml:1:1: cannot read file" in capsys.readouterr().out
+
+
+def test_mutated_test_files_never_crash(tmp_path: Path) -> None:
+    """Bad test files end as file:line:col problems or test errors, never as an exception."""
+    import random
+
+    from sentinel.rules.testing import format_report, junit_xml
+    from tests.unit.test_check_fuzz import MUTATIONS
+
+    (tmp_path / "rules" / "tests").mkdir(parents=True)
+    for f in (ROOT / "rules").glob("*.yaml"):
+        shutil.copy(f, tmp_path / "rules")
+    base = (ROOT / "rules" / "tests" / "pipelines_test.yaml").read_text()
+    target = tmp_path / "rules" / "tests" / "m_test.yaml"
+    r = random.Random(7)
+    for i in range(40):
+        text = base
+        for _ in range(r.choice([1, 2])):
+            text = r.choice(MUTATIONS)(r, text)
+        target.write_text(text, encoding="utf-8")
+        report = run_file(target)
+        format_report([report])
+        junit_xml([report])
+        assert all(p.file and p.line >= 1 for p in report.problems), i
+        assert not any("evaluation raised" in (o.error or "") for o in report.outcomes), (i, text)

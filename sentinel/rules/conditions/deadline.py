@@ -21,6 +21,7 @@ never a label, so one pipeline has one deadline alert.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
@@ -106,16 +107,24 @@ def _done_by(run: RunUpdate, now: datetime) -> bool:
 
 
 def _satisfied(ph: PipelineHistory, start: datetime, end: datetime, now: datetime) -> bool:
-    """Whether a successful run *for* [start, end) exists. Runs are ordered by that same time."""
-    for run in reversed(ph.ordered()):
-        t = run_order(run)
-        if t >= end:
-            continue
-        if t < start:
+    """Whether a successful run *for* [start, end) exists, done by `now`."""
+    periods, runs = ph.derived("deadline.successes", _successes)
+    # Successes are ordered by the period they are for: look only at those inside [start, end).
+    i = bisect_left(periods, end)
+    while i > 0:
+        i -= 1
+        if periods[i] < start:
             return False
-        if _done_by(run, now):
+        if _done_by(runs[i], now):
             return True
     return False
+
+
+def _successes(ph: PipelineHistory) -> tuple[list[datetime], list[RunUpdate]]:
+    # Kept per pipeline version: a day's deadline is judged every tick against the same few runs, and an
+    # hourly pipeline has a whole day of runs after yesterday's period to skip otherwise.
+    runs = [run for run in ph.ordered() if run.state is RunState.SUCCESS]
+    return [run_order(run) for run in runs], runs
 
 
 def _last_success(ph: PipelineHistory, now: datetime) -> datetime | None:

@@ -154,7 +154,7 @@ def evaluate(rule: DurationRule, scope: Scope) -> Evaluation:
 def _judge(rule: DurationRule, ph: PipelineHistory, now: datetime) -> Finding | None:
     ordered = ph.ordered()
     # The run in progress is the most current news, so it wins when both it and the last run are off.
-    running = _oldest_running(ordered)
+    running = ph.derived("duration.oldest_running", _oldest_running_of)
     if running is not None and rule.max is not None and running.started_at is not None:
         elapsed = max(0.0, (now - running.started_at).total_seconds())
         hit = _check(rule, ph, running, elapsed, rule.max, "long")
@@ -206,6 +206,11 @@ def _check(
             "value": took,
         },
     )
+
+
+def _oldest_running_of(ph: PipelineHistory) -> RunUpdate | None:
+    # Scans every run, yet only a change can alter the answer: kept per pipeline version.
+    return _oldest_running(ph.ordered())
 
 
 def _oldest_running(ordered: list[RunUpdate]) -> RunUpdate | None:

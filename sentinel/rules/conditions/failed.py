@@ -25,8 +25,19 @@ class FailedRule(RuleBase):
 
 
 def decisive(ph: PipelineHistory) -> list[RunUpdate]:
+    """Terminal runs that say something about health, oldest first (shared until the pipeline changes)."""
+    return ph.derived("decisive", _decisive)
+
+
+def _decisive(ph: PipelineHistory) -> list[RunUpdate]:
     # Skipped and cancelled runs say nothing about health: a human or an upstream decided them.
     return [r for r in ph.terminal() if r.state in (RunState.SUCCESS, RunState.FAILED, RunState.CRASHED)]
+
+
+def time_independent(_rule: FailedRule) -> bool:
+    """Whether findings depend only on the pipeline's history, never on `now` or source health: then the
+    engine may reuse them until the pipeline changes."""
+    return True
 
 
 def evaluate(rule: FailedRule, scope: Scope) -> Evaluation:

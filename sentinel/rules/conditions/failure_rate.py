@@ -59,6 +59,11 @@ class FailureRateRule(RuleBase):
         return self.last if self.last is not None else DEFAULT_WINDOW_MIN_RUNS
 
 
+def time_independent(rule: FailureRateRule) -> bool:
+    """`last: N` reads only the history; a `window:` ends at `now` and so moves every tick."""
+    return rule.last is not None
+
+
 def evaluate(rule: FailureRateRule, scope: Scope) -> Evaluation:
     findings: list[Finding] = []
     for ph in scope.pipelines:

@@ -39,6 +39,11 @@ class RetriesRule(RuleBase):
     tasks: str = "*"
 
 
+def time_independent(rule: RetriesRule) -> bool:
+    """Without `window:` only the latest run with tasks counts, whatever `now` is."""
+    return rule.window is None
+
+
 def evaluate(rule: RetriesRule, scope: Scope) -> Evaluation:
     findings: list[Finding] = []
     for ph in scope.pipelines:

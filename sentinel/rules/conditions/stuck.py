@@ -59,12 +59,15 @@ def waiting_since(run: RunUpdate, now: datetime) -> datetime | None:
     return None
 
 
+def _waiting_runs(ph: PipelineHistory) -> list[RunUpdate]:
+    # Nearly every run is finished; only a change can make one wait, so the filter is kept per version.
+    return [run for run in ph.runs.values() if run.state in _WAITING]
+
+
 def _judge(rule: StuckRule, ph: PipelineHistory, now: datetime) -> Finding | None:
     worst: tuple[timedelta, RunUpdate, datetime] | None = None
     count = 0
-    for run in ph.runs.values():
-        if run.state not in _WAITING:
-            continue  # nearly every run is finished: skip them before any further work
+    for run in ph.derived("stuck.waiting", _waiting_runs):
         since = waiting_since(run, now)
         if since is None:
             continue

@@ -1,0 +1,277 @@
+"""`depends_on`: explain — and by default hold back — lateness that an upstream pipeline caused.
+
+When market data fails, risk and reporting miss their deadlines too; on-call needs one page (the failure)
+with the consequences attached, not three. After every evaluation the engine asks `resolve` what each
+pending or firing instance's dependency view is:
+
+- A *cause* is a firing alert of kind failed, failure_rate, deadline, late_start, freshness or stuck
+  (decided by the rule's `when`, never by its name).
+- An *effect* is a pending or firing alert of kind deadline, late_start or freshness on a pipeline whose
+  upstreams (the rule's or group's `depends_on`, plus `PipelineInfo.upstreams` from Airflow assets)
+  include a pipeline with a firing cause. Its *roots* are followed transitively: an upstream alert that
+  is itself an effect contributes its own roots, so A → B → C blames A when B is only late because of A.
+- A pipeline's own earlier-stage alert explains its own later-stage one, in the order
+  failed/failure_rate/stuck → late_start → deadline → freshness: a deadline missed because the run
+  failed is the failure's incident, not a second page. The order keeps this acyclic.
+- An effect gets a `root_cause` annotation and, unless `inhibited_by_upstream: false`, `inhibited_by`
+  (the roots' fingerprints); the engine does not hand inhibited instances to the dispatcher.
+- Every firing cause gets a `blocks` annotation: the pipelines downstream of it (transitively), known
+  from configuration and assets, so the very first page already says what is at risk.
+
+An alert the dispatcher already has (firing, not inhibited, fired before this evaluation) is never
+inhibited afterwards: the dispatcher would keep the stale firing copy forever, and a fake "resolved"
+would be a lie. It gets `root_cause` only. Conversely a resolution is only handed on for an episode that
+was handed on while firing (`inhibited_by` empty), so a never-sent alert never "resolves" in a message.
+
+Everything here is a pure function of the instances, the rules and the history; the engine applies the
+verdicts.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sentinel.alerting.alert import LabelSet, labelset
+from sentinel.model import PipelineKey
+from sentinel.observe.history import History
+from sentinel.rules.base import DEPENDENCY_ANNOTATIONS, DEPENDENT_KINDS, PipelineSelector, UpstreamRef
+from sentinel.rules.files import LoadedRules
+from sentinel.rules.lifecycle import Instance
+
+__all__ = [
+    "CAUSE_KINDS",
+    "EFFECT_KINDS",
+    "MAX_BLOCKS",
+    "STAGE",
+    "RuleDeps",
+    "Verdict",
+    "delivered",
+    "dependents",
+    "resolve",
+    "rule_index",
+]
+
+# An upstream that failed or is itself late explains downstream lateness.
+CAUSE_KINDS = frozenset({"failed", "failure_rate", "deadline", "late_start", "freshness", "stuck"})
+# Only "nothing arrived in time" is explained away; a downstream failure is its own problem and pages.
+EFFECT_KINDS = DEPENDENT_KINDS
+# The stage of an alert within one pipeline: an alert is explained by the pipeline's own firing alerts of
+# an earlier stage (a failed run is why the deadline is missed, which is why the data goes stale).
+STAGE = {"failed": 0, "failure_rate": 0, "stuck": 0, "late_start": 1, "deadline": 2, "freshness": 3}
+# A shared upstream can feed hundreds of pipelines; a page lists a few and counts the rest.
+MAX_BLOCKS = 10
+
+_LIVE = ("pending", "firing")
+
+
+@dataclass(frozen=True)
+class RuleDeps:
+    """What `resolve` needs of one rule: its kind, its effective upstreams and selection."""
+
+    kind: str
+    upstreams: tuple[UpstreamRef, ...]
+    inhibit: bool
+    selector: PipelineSelector
+
+
+@dataclass(frozen=True)
+class Verdict:
+    annotations: LabelSet
+    inhibited_by: tuple[str, ...]
+
+
+def rule_index(rules: LoadedRules) -> dict[str, RuleDeps]:
+    """Rule id ("group/alert") -> its dependency settings; a rule's own settings replace its group's."""
+    out: dict[str, RuleDeps] = {}
+    for _, group in rules.groups():
+        for rule in group.rules:
+            ups = rule.depends_on if rule.depends_on is not None else group.depends_on
+            inhibit = rule.inhibited_by_upstream
+            out[f"{group.name}/{rule.alert}"] = RuleDeps(
+                kind=rule.when,
+                upstreams=tuple(ups) if rule.when in EFFECT_KINDS else (),
+                inhibit=group.inhibited_by_upstream if inhibit is None else inhibit,
+                selector=rule.pipelines or group.pipelines,
+            )
+    return out
+
+
+def delivered(inst: Instance, now: datetime) -> bool:
+    """Whether the dispatcher already has this firing episode: it fired at an earlier evaluation and was
+    not inhibited then (a verdict of an earlier evaluation is what `inhibited_by` still holds)."""
+    return inst.state == "firing" and not inst.inhibited_by and inst.fired_at is not None and inst.fired_at < now
+
+
+def resolve(
+    instances: Iterable[Instance], rules: Mapping[str, RuleDeps], history: History, now: datetime
+) -> dict[tuple[str, str], Verdict]:
+    """(rule id, fingerprint) -> new annotations and inhibited_by, for every pending or firing instance
+    whose dependency view changed. Resolved instances keep the view they resolved with."""
+    live = [i for i in instances if i.state in _LIVE and i.rule in rules]
+    causes = [i for i in live if i.state == "firing" and rules[i.rule].kind in CAUSE_KINDS]
+    if not causes:
+        # The common tick: nothing upstream is wrong. Only clear what an earlier evaluation wrote.
+        return {
+            (i.rule, i.fingerprint): Verdict(_strip(i.annotations), ())
+            for i in live
+            if i.inhibited_by or _has_dependency_annotations(i.annotations)
+        }
+
+    graph = _Graph(rules, history, causes)
+    out: dict[tuple[str, str], Verdict] = {}
+    for inst in live:
+        deps = rules[inst.rule]
+        extra: dict[str, str] = {}
+        inhibited_by: tuple[str, ...] = ()
+        if deps.kind in EFFECT_KINDS:
+            roots = graph.roots(inst)
+            if roots:
+                extra["root_cause"] = "; ".join(_describe(r, _key(inst)) for r in roots)
+                if deps.inhibit and not delivered(inst, now):
+                    inhibited_by = tuple(sorted({r.fingerprint for r in roots}))
+        if inst.state == "firing" and deps.kind in CAUSE_KINDS:
+            blocked = graph.downstream_of(_key(inst))
+            if blocked:
+                extra["blocks"] = _listing(blocked)
+        if not extra and not inhibited_by and not inst.inhibited_by:
+            if not _has_dependency_annotations(inst.annotations):
+                continue  # the common case: untouched before and now, so skip rebuilding annotations
+        annotations = labelset({**dict(_strip(inst.annotations)), **extra})
+        if annotations != inst.annotations or inhibited_by != inst.inhibited_by:
+            out[(inst.rule, inst.fingerprint)] = Verdict(annotations, inhibited_by)
+    return out
+
+
+def dependents(upstream: PipelineKey, rules: Mapping[str, RuleDeps], history: History) -> list[PipelineKey]:
+    """Pipelines downstream of `upstream`, transitively, from `depends_on` and Airflow assets."""
+    return _Graph(rules, history, []).downstream_of(upstream)
+
+
+class _Graph:
+    """The dependency view of one evaluation. Built lazily: most evaluations with a firing cause only
+    ask about the few pipelines that have alerts."""
+
+    def __init__(self, rules: Mapping[str, RuleDeps], history: History, causes: list[Instance]) -> None:
+        self.rules = rules
+        self.history = history
+        self.causes = causes
+        self._by_key: dict[PipelineKey, list[Instance]] = {}
+        for c in causes:
+            self._by_key.setdefault(_key(c), []).append(c)
+        self._roots: dict[tuple[str, str], tuple[Instance, ...]] = {}
+        self._by_asset: dict[str, list[PipelineKey]] | None = None
+        self._selected: dict[str, list[PipelineKey]] = {}
+        self._down: dict[PipelineKey, list[PipelineKey]] = {}
+
+    # -- upstream side: why is this alert firing? ----------------------------------------------------
+    def upstreams(self, inst: Instance) -> list[UpstreamRef]:
+        key = _key(inst)
+        refs = list(self.rules[inst.rule].upstreams)
+        ph = self.history.pipelines.get(key)
+        if ph is not None and ph.info is not None:
+            # Asset names are exact pipeline names; escape so a '[' in a name is not a glob.
+            refs.extend(UpstreamRef(pipeline=glob.escape(name)) for name in ph.info.upstreams)
+        return refs
+
+    def direct_causes(self, inst: Instance) -> list[Instance]:
+        own = _key(inst)
+        stage = STAGE[self.rules[inst.rule].kind]
+        found = [c for c in self._by_key.get(own, ()) if STAGE[self.rules[c.rule].kind] < stage]
+        refs = self.upstreams(inst)
+        if refs:
+            found += [c for c in self.causes if _key(c) != own and any(r.matches(_key(c)) for r in refs)]
+        return found
+
+    def roots(self, inst: Instance, stack: frozenset[tuple[str, str]] = frozenset()) -> tuple[Instance, ...]:
+        """The alerts that ultimately explain `inst`; empty when nothing upstream does."""
+        ident = (inst.rule, inst.fingerprint)
+        if ident in self._roots:
+            return self._roots[ident]
+        found: dict[tuple[str, str], Instance] = {}
+        for cause in self.direct_causes(inst):
+            cid = (cause.rule, cause.fingerprint)
+            deeper: tuple[Instance, ...] = ()
+            # A late upstream may be late because of its own upstream; a failure is a root by itself.
+            # A cycle in the configuration stops at the alert that closes it.
+            if self.rules[cause.rule].kind in EFFECT_KINDS and cid not in stack and cid != ident:
+                deeper = self.roots(cause, stack | {ident})
+            for r in deeper or (cause,):
+                if (r.rule, r.fingerprint) != ident:
+                    found[(r.rule, r.fingerprint)] = r
+        result = tuple(sorted(found.values(), key=_sort_key))
+        self._roots[ident] = result
+        return result
+
+    # -- downstream side: what does this upstream hold up? -------------------------------------------
+    def downstream_of(self, upstream: PipelineKey) -> list[PipelineKey]:
+        if upstream in self._down:
+            return self._down[upstream]
+        seen: set[PipelineKey] = {upstream}
+        queue = [upstream]
+        while queue:
+            current = queue.pop()
+            for d in self._direct_dependents(current):
+                if d not in seen:
+                    seen.add(d)
+                    queue.append(d)
+        seen.discard(upstream)
+        result = sorted(seen)
+        self._down[upstream] = result
+        return result
+
+    def _direct_dependents(self, key: PipelineKey) -> set[PipelineKey]:
+        found = set(self._asset_index().get(key.pipeline, ()))
+        for rid, deps in self.rules.items():
+            if deps.upstreams and any(r.matches(key) for r in deps.upstreams):
+                found.update(self._selected_by(rid, deps.selector))
+        found.discard(key)
+        return found
+
+    def _asset_index(self) -> dict[str, list[PipelineKey]]:
+        # One pass over the pipelines, and only in an evaluation where something upstream is firing.
+        if self._by_asset is None:
+            self._by_asset = {}
+            for key, ph in self.history.pipelines.items():
+                if ph.info is not None and ph.info.upstreams:
+                    for name in ph.info.upstreams:
+                        self._by_asset.setdefault(name, []).append(key)
+        return self._by_asset
+
+    def _selected_by(self, rid: str, selector: PipelineSelector) -> list[PipelineKey]:
+        if rid not in self._selected:
+            self._selected[rid] = [k for k, ph in self.history.pipelines.items() if selector.matches(k, ph.info)]
+        return self._selected[rid]
+
+
+def _key(inst: Instance) -> PipelineKey:
+    labels = dict(inst.labels)
+    return PipelineKey(labels.get("source", ""), labels.get("pipeline", ""))
+
+
+def _sort_key(inst: Instance) -> tuple[str, str, str]:
+    labels = dict(inst.labels)
+    return labels.get("pipeline", ""), labels.get("alertname", ""), inst.fingerprint
+
+
+def _describe(root: Instance, effect: PipelineKey) -> str:
+    labels = dict(root.labels)
+    where = "" if _key(root) == effect else "upstream "
+    text = f"{where}{labels.get('pipeline', '')} {labels.get('alertname', '')}"
+    return f"{text} (task {labels['task']})" if "task" in labels else text
+
+
+def _listing(keys: list[PipelineKey]) -> str:
+    names = sorted({k.pipeline for k in keys})
+    shown = ", ".join(names[:MAX_BLOCKS])
+    return shown if len(names) <= MAX_BLOCKS else f"{shown} and {len(names) - MAX_BLOCKS} more"
+
+
+def _has_dependency_annotations(annotations: LabelSet) -> bool:
+    return any(k in DEPENDENCY_ANNOTATIONS for k, _ in annotations)
+
+
+def _strip(annotations: LabelSet) -> LabelSet:
+    return tuple((k, v) for k, v in annotations if k not in DEPENDENCY_ANNOTATIONS)
