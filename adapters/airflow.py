@@ -64,6 +64,7 @@ class AirflowAdapter:
         self._convert = Converter(spec.name, client.base_url, lambda: client.report("unknown_state"))
         self._cycles = 0
         self._active_read = False
+        self._behind = False  # this cycle left a change backlog for the next ones
         self._dag_offset = 0
         self._dag_pass: dict[str, PipelineInfo] = {}
         self._warned_no_date = False
@@ -91,6 +92,7 @@ class AirflowAdapter:
         if not self._active_read:
             # A run running since before a restart may not change for hours: the feed alone would miss it.
             runs += state.runs.fresh("run", await self._active_runs(), now)
+        self._behind = False
         res = await self._read_feed(state.runs, self._run_fetch, lambda r: (r.dag_id, r.dag_run_id), now)
         for r, w in zip(res.items, res.windows, strict=True):
             runs += state.runs.fresh("run", [self._convert.run(r)], w.hi)
@@ -118,6 +120,7 @@ class AirflowAdapter:
             import_errors=import_errors,
             cursor=state.dump(),
             requests=self._client.requests - before,
+            caught_up=not self._behind,
         )
 
     def _down(self, cursor: dict[str, Any], error: str, before: int) -> PollResult:
@@ -146,9 +149,17 @@ class AirflowAdapter:
     ) -> FeedScan[Any]:
         overlap = self._spec.overlap
         res = await scan_feed(
-            fetch, feed.hwm, now, overlap=overlap, first_lookback=overlap, key=key, page_size=PAGE, budget=FEED_BUDGET
+            fetch,
+            feed.hwm,
+            now,
+            overlap=overlap,
+            first_lookback=self._spec.initial_lookback,
+            key=key,
+            page_size=PAGE,
+            budget=FEED_BUDGET,
         )
         if res.exhausted:
+            self._behind = True
             logger.info("airflow source {}: change backlog, continuing next cycle", self._spec.name)
         feed.hwm = res.high_water
         return res

@@ -115,7 +115,9 @@ def task_update(source: str, pipeline: str, fr: FlowRun | None, tr: TaskRun, sta
         state=state,
         raw_state=tr.state_label or tr.type or None,
         try_number=tr.run_count,
-        max_tries=retries + 1 if retries is not None else None,
+        # Airflow's meaning, which the Airflow adapter and the simulator use: retries allowed after the
+        # first try (so try_number may reach max_tries + 1), not the total number of tries.
+        max_tries=retries,
         started_at=tr.start_time,
         ended_at=tr.end_time if state.terminal else None,
         updated_at=tr.state.timestamp if tr.state is not None and tr.state.timestamp else tr.updated,

@@ -66,6 +66,11 @@ class Daemon:
         self.pollers: dict[str, SourcePoller] = {}
         self.clients: list[PoliteClient] = []
         self.attempted: set[str] = set()
+        # A source is settled once its history is complete enough to judge: caught up with the first poll's
+        # lookback, and polled twice (the first poll's upper bound is the server's clock, to the second, so a
+        # run that ended in that last second only shows in the next poll) — or known to be unreachable.
+        self.settled: set[str] = set()
+        self._good_polls: dict[str, int] = {}
         self.started = asyncio.Event()
         self.web_port: int | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -170,11 +175,15 @@ class Daemon:
             await self.evaluate()
         elif changes.finished:
             await self.evaluate(only={r.key for r in changes.finished})
-        if not self.dispatcher.ready.is_set() and all(s.name in self.attempted for s in self.config.sources):
+        if result.health.reachable:
+            self._good_polls[result.source] = self._good_polls.get(result.source, 0) + 1
+        if not result.health.reachable or (result.caught_up and self._good_polls[result.source] >= 2):
+            self.settled.add(result.source)
+        if not self.dispatcher.ready.is_set() and all(s.name in self.settled for s in self.config.sources):
             # First full picture: evaluate everything once before anything may be flushed.
             await self.evaluate()
             self.dispatcher.ready.set()
-            logger.info("every source polled once; notifications enabled")
+            logger.info("every source settled; notifications enabled")
 
     async def evaluate(self, only: set[Any] | None = None) -> None:
         async with self._eval_lock:

@@ -196,6 +196,8 @@ class PollResult(_Fact):
     import_errors: tuple[ImportErrorInfo, ...] | None = None
     cursor: dict[str, Any] = Field(default_factory=dict)
     requests: int = 0
+    # False while a backlog (the first poll's lookback, or a burst) is still being read over several cycles
+    caught_up: bool = True
 
 
 class SourceSpec(BaseModel):
@@ -219,5 +221,8 @@ class SourceSpec(BaseModel):
     burst: Annotated[int, Field(ge=1, le=100)] = 5
     max_concurrency: Annotated[int, Field(ge=1, le=16)] = 2
     overlap: Duration = timedelta(seconds=60)  # re-read this much before the cursor: late commits
+    # How far back the very first poll reads (no cursor yet): enough to see today's runs, so a deadline or
+    # freshness rule does not page for a success that happened before Sentinel started.
+    initial_lookback: Duration = timedelta(days=1)
     verify_tls: bool = True
     labels: dict[str, str] = Field(default_factory=dict)

@@ -152,4 +152,5 @@ def pipeline_labels(ph: PipelineHistory, **extra: str) -> dict[str, str]:
 
 def is_paused(ph: PipelineHistory) -> bool:
     """A paused DAG/deployment is a state of its own: no lateness, freshness or stuck alerts for it."""
-    return ph.info is not None and ph.info.paused
+    info = ph.info  # read once: a property, and this runs per pipeline per rule per tick
+    return info is not None and info.paused

@@ -32,7 +32,7 @@ from __future__ import annotations
 import glob
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sentinel.alerting.alert import LabelSet, labelset
 from sentinel.model import PipelineKey
@@ -46,6 +46,7 @@ __all__ = [
     "EFFECT_KINDS",
     "MAX_BLOCKS",
     "STAGE",
+    "AssetIndex",
     "RuleDeps",
     "Verdict",
     "delivered",
@@ -106,10 +107,16 @@ def delivered(inst: Instance, now: datetime) -> bool:
 
 
 def resolve(
-    instances: Iterable[Instance], rules: Mapping[str, RuleDeps], history: History, now: datetime
+    instances: Iterable[Instance],
+    rules: Mapping[str, RuleDeps],
+    history: History,
+    now: datetime,
+    assets: AssetIndex | None = None,
 ) -> dict[tuple[str, str], Verdict]:
     """(rule id, fingerprint) -> new annotations and inhibited_by, for every pending or firing instance
-    whose dependency view changed. Resolved instances keep the view they resolved with."""
+    whose dependency view changed. Resolved instances keep the view they resolved with.
+
+    `assets` lets a caller keep the reverse asset index between evaluations (see `AssetIndex`)."""
     live = [i for i in instances if i.state in _LIVE and i.rule in rules]
     causes = [i for i in live if i.state == "firing" and rules[i.rule].kind in CAUSE_KINDS]
     if not causes:
@@ -120,20 +127,21 @@ def resolve(
             if i.inhibited_by or _has_dependency_annotations(i.annotations)
         }
 
-    graph = _Graph(rules, history, causes)
+    graph = _Graph(rules, history, causes, assets or AssetIndex())
     out: dict[tuple[str, str], Verdict] = {}
     for inst in live:
-        deps = rules[inst.rule]
+        kind = rules[inst.rule].kind
         extra: dict[str, str] = {}
         inhibited_by: tuple[str, ...] = ()
-        if deps.kind in EFFECT_KINDS:
+        if kind in EFFECT_KINDS:
             roots = graph.roots(inst)
             if roots:
-                extra["root_cause"] = "; ".join(_describe(r, _key(inst)) for r in roots)
-                if deps.inhibit and not delivered(inst, now):
+                own = graph.key(inst)
+                extra["root_cause"] = "; ".join(_describe(r, graph.key(r), own) for r in roots)
+                if rules[inst.rule].inhibit and not delivered(inst, now):
                     inhibited_by = tuple(sorted({r.fingerprint for r in roots}))
-        if inst.state == "firing" and deps.kind in CAUSE_KINDS:
-            blocked = graph.downstream_of(_key(inst))
+        if inst.state == "firing" and kind in CAUSE_KINDS:
+            blocked = graph.downstream_of(graph.key(inst), now)
             if blocked:
                 extra["blocks"] = _listing(blocked)
         if not extra and not inhibited_by and not inst.inhibited_by:
@@ -145,44 +153,84 @@ def resolve(
     return out
 
 
-def dependents(upstream: PipelineKey, rules: Mapping[str, RuleDeps], history: History) -> list[PipelineKey]:
+def dependents(
+    upstream: PipelineKey, rules: Mapping[str, RuleDeps], history: History, now: datetime
+) -> list[PipelineKey]:
     """Pipelines downstream of `upstream`, transitively, from `depends_on` and Airflow assets."""
-    return _Graph(rules, history, []).downstream_of(upstream)
+    return _Graph(rules, history, [], AssetIndex()).downstream_of(upstream, now)
+
+
+class AssetIndex:
+    """Asset upstream name -> the pipelines that wait for it: the reverse of `PipelineInfo.upstreams`.
+
+    Building it reads every pipeline's metadata, too much for every tick at 10,000 pipelines while some
+    failure is always firing. DAG metadata is polled on a slow cadence and only feeds the `blocks`
+    listing (an alert's own upstreams are read live), so it is rebuilt when the set of pipelines grows
+    or shrinks and otherwise at most every `max_age` of evaluation time.
+    """
+
+    def __init__(self, max_age: timedelta = timedelta(minutes=5)) -> None:
+        self.max_age = max_age
+        self._index: dict[str, list[PipelineKey]] = {}
+        self._built: tuple[int, int, datetime] | None = None  # (history id, pipeline count, when)
+
+    def get(self, history: History, now: datetime) -> dict[str, list[PipelineKey]]:
+        b = self._built
+        if b is None or b[0] != id(history) or b[1] != len(history.pipelines) or not b[2] <= now < b[2] + self.max_age:
+            index: dict[str, list[PipelineKey]] = {}
+            for key, ph in history.pipelines.items():
+                info = ph.info
+                if info is not None and info.upstreams:
+                    for name in info.upstreams:
+                        index.setdefault(name, []).append(key)
+            self._index, self._built = index, (id(history), len(history.pipelines), now)
+        return self._index
 
 
 class _Graph:
     """The dependency view of one evaluation. Built lazily: most evaluations with a firing cause only
     ask about the few pipelines that have alerts."""
 
-    def __init__(self, rules: Mapping[str, RuleDeps], history: History, causes: list[Instance]) -> None:
+    def __init__(
+        self, rules: Mapping[str, RuleDeps], history: History, causes: list[Instance], assets: AssetIndex
+    ) -> None:
         self.rules = rules
         self.history = history
         self.causes = causes
+        self.assets = assets
+        self._keys: dict[int, PipelineKey] = {}
         self._by_key: dict[PipelineKey, list[Instance]] = {}
         for c in causes:
-            self._by_key.setdefault(_key(c), []).append(c)
+            self._by_key.setdefault(self.key(c), []).append(c)
         self._roots: dict[tuple[str, str], tuple[Instance, ...]] = {}
-        self._by_asset: dict[str, list[PipelineKey]] | None = None
         self._selected: dict[str, list[PipelineKey]] = {}
         self._down: dict[PipelineKey, list[PipelineKey]] = {}
 
+    def key(self, inst: Instance) -> PipelineKey:
+        k = self._keys.get(id(inst))
+        if k is None:
+            k = self._keys[id(inst)] = _key(inst)
+        return k
+
     # -- upstream side: why is this alert firing? ----------------------------------------------------
-    def upstreams(self, inst: Instance) -> list[UpstreamRef]:
-        key = _key(inst)
+    def upstreams(self, inst: Instance, key: PipelineKey) -> list[UpstreamRef]:
         refs = list(self.rules[inst.rule].upstreams)
         ph = self.history.pipelines.get(key)
-        if ph is not None and ph.info is not None:
+        info = ph.info if ph is not None else None
+        if info is not None and info.upstreams:
             # Asset names are exact pipeline names; escape so a '[' in a name is not a glob.
-            refs.extend(UpstreamRef(pipeline=glob.escape(name)) for name in ph.info.upstreams)
+            refs.extend(UpstreamRef(pipeline=glob.escape(name)) for name in info.upstreams)
         return refs
 
     def direct_causes(self, inst: Instance) -> list[Instance]:
-        own = _key(inst)
+        own = self.key(inst)
         stage = STAGE[self.rules[inst.rule].kind]
         found = [c for c in self._by_key.get(own, ()) if STAGE[self.rules[c.rule].kind] < stage]
-        refs = self.upstreams(inst)
+        refs = self.upstreams(inst, own)
         if refs:
-            found += [c for c in self.causes if _key(c) != own and any(r.matches(_key(c)) for r in refs)]
+            for key, cs in self._by_key.items():
+                if key != own and any(r.matches(key) for r in refs):
+                    found.extend(cs)
         return found
 
     def roots(self, inst: Instance, stack: frozenset[tuple[str, str]] = frozenset()) -> tuple[Instance, ...]:
@@ -206,14 +254,14 @@ class _Graph:
         return result
 
     # -- downstream side: what does this upstream hold up? -------------------------------------------
-    def downstream_of(self, upstream: PipelineKey) -> list[PipelineKey]:
+    def downstream_of(self, upstream: PipelineKey, now: datetime) -> list[PipelineKey]:
         if upstream in self._down:
             return self._down[upstream]
         seen: set[PipelineKey] = {upstream}
         queue = [upstream]
         while queue:
             current = queue.pop()
-            for d in self._direct_dependents(current):
+            for d in self._direct_dependents(current, now):
                 if d not in seen:
                     seen.add(d)
                     queue.append(d)
@@ -222,23 +270,13 @@ class _Graph:
         self._down[upstream] = result
         return result
 
-    def _direct_dependents(self, key: PipelineKey) -> set[PipelineKey]:
-        found = set(self._asset_index().get(key.pipeline, ()))
+    def _direct_dependents(self, key: PipelineKey, now: datetime) -> set[PipelineKey]:
+        found = set(self.assets.get(self.history, now).get(key.pipeline, ()))
         for rid, deps in self.rules.items():
             if deps.upstreams and any(r.matches(key) for r in deps.upstreams):
                 found.update(self._selected_by(rid, deps.selector))
         found.discard(key)
         return found
-
-    def _asset_index(self) -> dict[str, list[PipelineKey]]:
-        # One pass over the pipelines, and only in an evaluation where something upstream is firing.
-        if self._by_asset is None:
-            self._by_asset = {}
-            for key, ph in self.history.pipelines.items():
-                if ph.info is not None and ph.info.upstreams:
-                    for name in ph.info.upstreams:
-                        self._by_asset.setdefault(name, []).append(key)
-        return self._by_asset
 
     def _selected_by(self, rid: str, selector: PipelineSelector) -> list[PipelineKey]:
         if rid not in self._selected:
@@ -247,8 +285,14 @@ class _Graph:
 
 
 def _key(inst: Instance) -> PipelineKey:
-    labels = dict(inst.labels)
-    return PipelineKey(labels.get("source", ""), labels.get("pipeline", ""))
+    # Labels are a short sorted tuple; a scan beats building a dict for two lookups on this hot path.
+    source = pipeline = ""
+    for k, v in inst.labels:
+        if k == "pipeline":
+            pipeline = v
+        elif k == "source":
+            source = v
+    return PipelineKey(source, pipeline)
 
 
 def _sort_key(inst: Instance) -> tuple[str, str, str]:
@@ -256,9 +300,9 @@ def _sort_key(inst: Instance) -> tuple[str, str, str]:
     return labels.get("pipeline", ""), labels.get("alertname", ""), inst.fingerprint
 
 
-def _describe(root: Instance, effect: PipelineKey) -> str:
+def _describe(root: Instance, root_key: PipelineKey, effect: PipelineKey) -> str:
     labels = dict(root.labels)
-    where = "" if _key(root) == effect else "upstream "
+    where = "" if root_key == effect else "upstream "
     text = f"{where}{labels.get('pipeline', '')} {labels.get('alertname', '')}"
     return f"{text} (task {labels['task']})" if "task" in labels else text
 

@@ -28,6 +28,7 @@ class RuleEngine:
         self.forgotten: set[str] = set()
         self.extras: dict[str, Any] = {}  # shared read-only context for conditions, e.g. calendars
         self._dependency_rules: tuple[LoadedRules, dict[str, dependencies.RuleDeps]] | None = None
+        self._assets = dependencies.AssetIndex()
         self._caches = _Caches(rules, None, self.source_labels)
 
     # -- persistence -------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ class RuleEngine:
     def _apply_dependencies(self, history: History, now: datetime) -> None:
         if self._dependency_rules is None or self._dependency_rules[0] is not self.rules:
             self._dependency_rules = (self.rules, dependencies.rule_index(self.rules))
-        verdicts = dependencies.resolve(self.instance_list(), self._dependency_rules[1], history, now)
+        verdicts = dependencies.resolve(self.instance_list(), self._dependency_rules[1], history, now, self._assets)
         for (rid, fp), verdict in verdicts.items():
             inst = self.instances[rid][fp]
             inst.annotations, inst.inhibited_by = verdict.annotations, verdict.inhibited_by
@@ -203,7 +204,7 @@ def _everything(_labels: Mapping[str, str]) -> bool:
 
 def _time_independent(rule: RuleBase) -> bool:
     """Whether the rule's condition declares its findings a function of the pipeline's history alone."""
-    judge: Callable[[Any], bool] | None = getattr(KINDS[rule.when], "time_independent", None)  # type: ignore[attr-defined]
+    judge: Callable[[Any], bool] | None = getattr(KINDS[rule.when], "time_independent", None)
     return judge is not None and judge(rule)
 
 

@@ -52,11 +52,6 @@ PREFECT_STATES: dict[RunState, tuple[str, str]] = {
 }
 # A task waiting out its retry delay is Prefect's AwaitingRetry, a SCHEDULED-type state.
 _TASK_STATES = {**PREFECT_STATES, RunState.RETRYING: ("SCHEDULED", "AwaitingRetry")}
-_FLOW_RUN_SORTS = {
-    "ID_DESC", "START_TIME_ASC", "START_TIME_DESC", "EXPECTED_START_TIME_ASC", "EXPECTED_START_TIME_DESC",
-    "NAME_ASC", "NAME_DESC", "NEXT_SCHEDULED_START_TIME_ASC", "END_TIME_DESC",
-}  # fmt: skip
-_TASK_RUN_SORTS = {"ID_DESC"}  # the only order the adapter asks for
 
 
 class _Strict(BaseModel):
@@ -95,7 +90,6 @@ class _TaskRunFilter(_Strict):
 
 class _ByIdFilter(_Strict):
     id: _Values | None = None
-    name: _Values | None = None
 
 
 class _Body(_Strict):
@@ -106,8 +100,6 @@ class _Body(_Strict):
     task_runs: _TaskRunFilter | None = None
     flows: _ByIdFilter | None = None
     deployments: _ByIdFilter | None = None
-    work_pools: _ByIdFilter | None = None
-    workers: dict[str, Any] | None = None
 
 
 class _Rejected(Exception):
@@ -207,7 +199,7 @@ class _PrefectFace:
         resp.headers["Date"] = format_datetime(self.clock.now(), usegmt=True)
         return resp
 
-    async def _body(self, request: web.Request) -> _Body:
+    async def _body(self, request: web.Request, sorts: Iterable[str] = ()) -> _Body:
         try:
             raw = orjson.loads(await request.read() or b"{}")
         except orjson.JSONDecodeError:
@@ -220,6 +212,9 @@ class _PrefectFace:
                              "request_body": raw}) from None  # fmt: skip
         if body.limit is not None and body.limit > LIMIT:
             raise _Rejected({"detail": f"Invalid limit: must be less than or equal to {LIMIT}."})
+        if body.sort is not None and body.sort not in sorts:  # the sim knows only the orders the adapter uses
+            problem = {"type": "enum", "loc": ["body", "sort"], "msg": f"Input should be one of {sorted(sorts)}"}
+            raise _Rejected({"exception_message": "Invalid request received.", "exception_detail": [problem]})
         return body
 
     def _catalog(self) -> None:
@@ -242,12 +237,8 @@ class _PrefectFace:
         return _json(VERSION)
 
     async def flow_runs(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, _SORT_KEYS)
         sort = body.sort or "ID_DESC"
-        if sort not in _FLOW_RUN_SORTS:
-            raise _Rejected({"exception_message": "Invalid request received.", "exception_detail": [
-                {"type": "enum", "loc": ["body", "sort"], "msg": f"Input should be one of {sorted(_FLOW_RUN_SORTS)}"}
-            ]})  # fmt: skip
         f = body.flow_runs or _FlowRunFilter()
         runs = [r for r in self._candidates(f) if self._matches(r, f)]
         runs.sort(key=_SORT_KEYS[sort][0], reverse=_SORT_KEYS[sort][1])
@@ -334,9 +325,7 @@ class _PrefectFace:
         }  # fmt: skip
 
     async def task_runs(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
-        if (body.sort or "ID_DESC") not in _TASK_RUN_SORTS:
-            raise _Rejected({"detail": f"unsupported sort {body.sort!r}"})
+        body = await self._body(request, {"ID_DESC"})
         ids = (body.task_runs.flow_run_id.any_ if body.task_runs and body.task_runs.flow_run_id else None) or []
         out = []
         for run_id in ids:
@@ -356,7 +345,7 @@ class _PrefectFace:
         return _json(self._page(flows, body))
 
     async def deployments(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, {"CREATED_DESC"})
         self._catalog()
         ids = set(body.deployments.id.any_ or ()) if body.deployments and body.deployments.id else None
         chosen = self._deployments if ids is None else [p for p in self._deployments if _deployment_id(p.name) in ids]
@@ -453,9 +442,6 @@ _SORT_KEYS: dict[str, tuple[Callable[[SimRun], Any], bool]] = {
     "START_TIME_DESC": (lambda r: r.started_at or r.scheduled_for, True),
     "EXPECTED_START_TIME_ASC": (lambda r: r.scheduled_for, False),
     "EXPECTED_START_TIME_DESC": (lambda r: r.scheduled_for, True),
-    "NEXT_SCHEDULED_START_TIME_ASC": (lambda r: r.scheduled_for, False),
-    "NAME_ASC": (lambda r: r.id, False),
-    "NAME_DESC": (lambda r: r.id, True),
     "END_TIME_DESC": (lambda r: (r.ended_at is not None, r.ended_at or r.scheduled_for), True),
 }
 

@@ -84,7 +84,7 @@ async def test_failed_and_successful_adhoc_runs_are_seen_once(prefect3: PrefectS
         assert tasks[(ok_id, "load")].state is RunState.SUCCESS
         assert tasks[(bad_id, "extract")].state is RunState.SUCCESS
         assert tasks[(bad_id, "load")].state is RunState.FAILED
-        assert tasks[(bad_id, "load")].try_number == 1 and tasks[(bad_id, "load")].max_tries == 1
+        assert tasks[(bad_id, "load")].try_number == 1 and tasks[(bad_id, "load")].max_tries == 0  # retries=0
         assert all(t.pipeline == "sentinel-it-bad" for t in first.tasks if t.run_id == bad_id)
 
         second = await watcher.poll()

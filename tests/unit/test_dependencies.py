@@ -259,12 +259,12 @@ def test_dependents_follow_configuration_and_assets(tmp_path: Path) -> None:
     infos = (PipelineInfo(source="airflow", pipeline="client_pdfs", upstreams=("eod_reporting",)),)
     w = World(tmp_path, infos=infos)
     index = dependencies.rule_index(w.engine.rules)
-    assert dependencies.dependents(MARKET, index, w.history) == [
+    assert dependencies.dependents(MARKET, index, w.history, DAY) == [
         PipelineKey("airflow", "client_pdfs"),
         REPORTS,
         RISK,
     ]
-    assert dependencies.dependents(REPORTS, index, w.history) == [PipelineKey("airflow", "client_pdfs")]
+    assert dependencies.dependents(REPORTS, index, w.history, DAY) == [PipelineKey("airflow", "client_pdfs")]
 
 
 def test_a_dependency_cycle_terminates(tmp_path: Path) -> None:

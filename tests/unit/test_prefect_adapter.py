@@ -262,15 +262,15 @@ class FakePrefect:
         path = request.url.path.removeprefix("/api")
         body = json.loads(request.content) if request.content else {}
         if body.get("limit", 0) > 200:
-            return self._reply({"detail": "Invalid limit: must be less than or equal to 200."}, 422)
+            return self.reply({"detail": "Invalid limit: must be less than or equal to 200."}, 422)
         if path == "/health":
-            return self._reply(True)
+            return self.reply(True)
         if path == "/admin/version":
-            return self._reply(self.version)
+            return self.reply(self.version)
         if path == "/flow_runs/filter":
             f = body.get("flow_runs", {})
             if "end_time" in f and tuple(int(x) for x in self.version.split(".")[:3]) < (3, 0, 4):
-                return self._reply(
+                return self.reply(
                     {
                         "exception_message": "Invalid request received.",
                         "exception_detail": [
@@ -286,25 +286,25 @@ class FakePrefect:
                 )
             key, descending = _SORTS[body.get("sort", "ID_DESC")]
             runs = sorted((r for r in self.flow_runs.values() if self._match(r, f)), key=key, reverse=descending)
-            return self._reply(self._page(runs, body))
+            return self.reply(self._page(runs, body))
         if path == "/task_runs/filter":
             ids = body["task_runs"]["flow_run_id"]["any_"]
             tasks = sorted((t for t in self.task_runs.values() if t["flow_run_id"] in ids), key=lambda t: t["id"])
-            return self._reply(self._page(tasks[::-1], body))
+            return self.reply(self._page(tasks[::-1], body))
         if path == "/flows/filter":
             ids = body["flows"]["id"]["any_"]
-            return self._reply([{"id": i, "name": n} for i, n in self.flows.items() if i in ids])
+            return self.reply([{"id": i, "name": n} for i, n in self.flows.items() if i in ids])
         if path == "/deployments/filter":
             ids = body.get("deployments", {}).get("id", {}).get("any_")
             deps = [d for d in reversed(self.deployments.values()) if ids is None or d["id"] in ids]
-            return self._reply(self._page(deps, body))
+            return self.reply(self._page(deps, body))
         if path == "/work_pools/filter":
-            return self._reply(self._page(self.pools, body))
+            return self.reply(self._page(self.pools, body))
         if path.startswith("/work_pools/") and path.endswith("/workers/filter"):
-            return self._reply(self._page(self.workers.get(path.split("/")[2], []), body))
-        return self._reply({"detail": "Not Found"}, 404)
+            return self.reply(self._page(self.workers.get(path.split("/")[2], []), body))
+        return self.reply({"detail": "Not Found"}, 404)
 
-    def _reply(self, data: Any, status: int = 200) -> httpx.Response:
+    def reply(self, data: Any, status: int = 200) -> httpx.Response:
         return httpx.Response(status, json=data, headers={"date": format_datetime(self.clock.now(), usegmt=True)})
 
     @staticmethod
@@ -487,7 +487,7 @@ async def test_first_poll_reports_runs_tasks_and_pipeline_names() -> None:
     assert by_id[ok].run_type == "scheduled"
     tasks = {t.task: t for t in result.tasks}
     assert tasks["explode"].state is RunState.FAILED and tasks["explode"].pipeline == "portfolio_risk"
-    assert tasks["explode"].try_number == 3 and tasks["explode"].max_tries == 3
+    assert tasks["explode"].try_number == 3 and tasks["explode"].max_tries == 2  # retries=2: three tries
     assert tasks["load_positions"].pipeline == "portfolio_risk/daily"
     assert result.pipelines is not None and [p.pipeline for p in result.pipelines] == ["portfolio_risk/daily"]
     assert result.pipelines[0].schedule == "cron 0 17 * * 1-5 (America/New_York)"
@@ -749,6 +749,35 @@ async def test_work_pools_health_is_read_every_few_cycles() -> None:
     assert pool_reads == [False, False, False, True, False, False, False, True]
 
 
+async def test_server_without_work_pools_is_watched_without_them() -> None:
+    h = Harness(version="2.7.12")  # agents and work queues only: /work_pools/filter is a 404
+    h.fake.add_run("RUNNING", "Running", expected=h.now, start=h.now)
+    result = await h.poll()
+    assert result.health.reachable and result.health.components == () and len(result.runs) == 1
+
+
+async def test_task_states_are_reported_once_across_flow_run_changes() -> None:
+    h = Harness()
+    run = h.fake.add_run("RUNNING", "Running", expected=h.now, start=h.now)
+    extract = h.fake.add_task(run, "extract", "COMPLETED")
+    first = await h.poll()
+    assert [(t.task, t.state) for t in first.tasks] == [("extract", RunState.SUCCESS)]
+    h.advance(15)
+    h.fake.set_state(run, "PAUSED", "Suspended", at=h.now)
+    h.fake.add_task(run, "load", "RUNNING")
+    second = await h.poll()
+    assert [u.state for u in second.runs] == [RunState.PAUSED]
+    assert [(t.task, t.state) for t in second.tasks] == [("load", RunState.RUNNING)]  # extract not again
+    h.advance(15)
+    h.fake.set_state(run, "FAILED", "Failed", at=h.now, end=h.now, message="boom")
+    load = next(i for i, t in h.fake.task_runs.items() if i != extract)
+    h.fake.task_runs[load].update(state_type="FAILED", state_id=str(uuid.uuid4()))
+    h.fake.task_runs[load]["state"].update(type="FAILED", name="Failed", id=h.fake.task_runs[load]["state_id"])
+    third = await h.poll()
+    assert [(t.task, t.state) for t in third.tasks] == [("load", RunState.FAILED)]
+    assert run not in h.cursor["tasks"]  # a finished run's task states need not be remembered
+
+
 async def test_never_calls_endpoints_that_mark_queues_or_deployments_polled() -> None:
     h = Harness()
     now = h.now
@@ -896,6 +925,17 @@ async def test_unknown_state_types_are_reported_as_unknown_and_counted_once() ->
     h.advance(15)
     await h.poll()
     assert h.outcomes.count("unknown_state") == 2  # the same state is not counted again
+
+
+async def test_server_without_health_or_admin_api_is_still_watched() -> None:
+    h = Harness()  # e.g. a Prefect Cloud workspace URL: no /health, no /admin/version
+    h.fake.override = lambda r: (
+        h.fake.reply({"detail": "Not Found"}, 404) if r.url.path.endswith(("/health", "/version")) else None
+    )
+    h.fake.add_run("RUNNING", "Running", expected=h.now, start=h.now)
+    result = await h.poll()
+    assert result.health.reachable and result.health.version is None and len(result.runs) == 1
+    assert parse(h.cursor["since"]) == h.now - timedelta(seconds=60)  # the 404 still carried the server's Date
 
 
 async def test_unreadable_cursor_starts_afresh_instead_of_failing() -> None:

@@ -152,7 +152,6 @@ def evaluate(rule: DurationRule, scope: Scope) -> Evaluation:
 
 
 def _judge(rule: DurationRule, ph: PipelineHistory, now: datetime) -> Finding | None:
-    ordered = ph.ordered()
     # The run in progress is the most current news, so it wins when both it and the last run are off.
     running = ph.derived("duration.oldest_running", _oldest_running_of)
     if running is not None and rule.max is not None and running.started_at is not None:
@@ -160,7 +159,14 @@ def _judge(rule: DurationRule, ph: PipelineHistory, now: datetime) -> Finding | 
         hit = _check(rule, ph, running, elapsed, rule.max, "long")
         if hit is not None:
             return hit
-    finished = _latest_finished(ordered)
+    # The finished run's verdict reads the history alone, never `now`: kept until the pipeline changes.
+    # Keyed by every rule field it reads, so two duration rules (or a reloaded one) never share an answer.
+    name = f"duration.finished|{rule.max}|{rule.min}|{rule.history}|{rule.min_history}"
+    return ph.derived(name, lambda ph: _judge_finished(rule, ph))
+
+
+def _judge_finished(rule: DurationRule, ph: PipelineHistory) -> Finding | None:
+    finished = _latest_finished(ph.ordered())
     if finished is None:
         return None
     took = finished.duration_seconds
