@@ -43,7 +43,6 @@ from sentinel.model import (
     TaskUpdate,
 )
 
-INITIAL_LOOKBACK = timedelta(hours=1)  # first poll without a cursor: recent history only
 # Late is set by the server's late-runs service some seconds after the expected start; this margin
 # keeps a run in the Late read even when that service lags behind the overlap.
 LATE_GRACE = timedelta(minutes=10)
@@ -124,7 +123,7 @@ class PrefectAdapter:
         if self._version_due:
             await self._read_version()
         overlap = self.spec.overlap
-        since = cur.since or now - INITIAL_LOOKBACK
+        since = cur.since or now - self.spec.initial_lookback
         if now < since:
             logger.warning("source {}: server clock went back from {} to {}", self.spec.name, since, now)
             since = now - overlap
@@ -184,6 +183,7 @@ class PrefectAdapter:
             pipelines=full,
             pipelines_partial=partial,
             cursor=next_cursor.dump(),
+            caught_up=window.until is not None and window.until >= now,
         )
 
     async def _check_health(self) -> None:

@@ -23,8 +23,8 @@ inhibited afterwards: the dispatcher would keep the stale firing copy forever, a
 would be a lie. It gets `root_cause` only. Conversely a resolution is only handed on for an episode that
 was handed on while firing (`inhibited_by` empty), so a never-sent alert never "resolves" in a message.
 
-Everything here is a pure function of the instances, the rules and the history; the engine applies the
-verdicts.
+`resolve` is a function of the instances, the rules and the history (plus `AssetIndex`, a cache the
+caller owns); it changes nothing, and the engine applies the verdicts.
 """
 
 from __future__ import annotations

@@ -578,7 +578,7 @@ async def test_names_are_resolved_once_and_cached() -> None:
 
 
 async def test_window_that_overflows_the_page_is_split_and_nothing_is_lost() -> None:
-    h = Harness()
+    h = Harness(initial_lookback="1h")
     now = h.now
     ids = {
         h.fake.add_run(
@@ -1029,3 +1029,27 @@ async def test_adapter_against_the_simulator_end_to_end() -> None:
     finally:
         await client.aclose()
         await runner.cleanup()
+
+
+async def test_first_poll_reads_the_initial_lookback_over_several_cycles() -> None:
+    h = Harness(initial_lookback="1d")
+    now = h.now
+    ids = {
+        h.fake.add_run(
+            "COMPLETED",
+            "Completed",
+            expected=now - timedelta(hours=i / 10),
+            start=now - timedelta(hours=i / 10),
+            end=now - timedelta(hours=i / 10) + timedelta(minutes=1),
+        )
+        for i in range(1, 230)
+    }
+    seen: set[str] = set()
+    for _ in range(20):
+        result = await h.poll()
+        seen |= {u.run_id for u in result.runs}
+        if result.caught_up:
+            break
+        h.advance(1)
+    assert result.caught_up
+    assert seen == ids  # a day back, nothing lost, whatever the number of cycles it took
