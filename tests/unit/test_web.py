@@ -108,6 +108,9 @@ async def test_metrics_health_ready(daemon: Daemon) -> None:
         assert "sentinel" not in str(status["sources"][0].get("password", ""))
         alerts = (await c.get("/api/v1/alerts")).json()
         assert any(a["labels"]["alertname"] == "PipelineFailed" for a in alerts)
+        # The shipped rules' depends_on: whatever an upstream holds back says why.
+        assert all(isinstance(a["inhibitedBy"], list) for a in alerts)
+        assert all("root_cause" in a["annotations"] for a in alerts if a["inhibitedBy"])
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: apt-get install prometheus (tests/run.sh does)"
     lint = await asyncio.to_thread(
