@@ -99,9 +99,17 @@ class AirflowApi:
 
     async def list_all(self, path: str, params: Params, model: type[M], field: str) -> tuple[list[Any], int]:
         """Every row of a small, complete list (not a change feed); returns (rows, total_entries)."""
+        rows, total, _ = await self.list_pages(path, params, model, field, MAX_LIST_PAGES)
+        return rows, total
+
+    async def list_pages(
+        self, path: str, params: Params, model: type[M], field: str, max_pages: int
+    ) -> tuple[list[Any], int, bool]:
+        """At most `max_pages` pages of a complete list; returns (rows, total_entries, whether all were read)."""
         rows: list[Any] = []
         offset, token, total = 0, None, None
-        for _ in range(MAX_LIST_PAGES):
+        complete = False
+        for _ in range(max_pages):
             page = await self.get(path, [*params, ("limit", PAGE), *self.paging(offset, token)], model)
             batch = getattr(page, field)
             rows += batch
@@ -109,11 +117,13 @@ class AirflowApi:
             if getattr(page, "total_entries_limit", None) is not None:
                 token = getattr(page, "next_cursor", None)
                 if token is None:
+                    complete = True
                     break
             elif not batch or total is None or offset + len(batch) >= total:
+                complete = True
                 break
             offset += len(batch)
-        return rows, len(rows) if total is None else max(total, len(rows))
+        return rows, len(rows) if total is None else max(total, len(rows)), complete
 
 
 def _maybe(resp: httpx.Response, model: type[M]) -> M | None:

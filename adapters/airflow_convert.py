@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import quote
 
-from adapters.airflow_schema import Dag, DagRun, ImportErrorItem, TaskInstance
+from adapters.airflow_schema import Asset, Dag, DagRun, ImportErrorItem, TaskInstance
 from adapters.airflow_states import RUN_TYPES, latest, run_state, task_state
 from sentinel.model import ImportErrorInfo, PipelineInfo, RunUpdate, TaskUpdate
 
@@ -66,7 +66,7 @@ class Converter:
             message=t.note,
         )
 
-    def pipeline(self, d: Dag) -> PipelineInfo:
+    def pipeline(self, d: Dag, upstreams: tuple[str, ...] = ()) -> PipelineInfo:
         return PipelineInfo(
             source=self.source,
             pipeline=d.dag_id,
@@ -75,11 +75,22 @@ class Converter:
             schedule=d.schedule,
             # v2's run_after / v1's create_after: when the scheduler will create the next run.
             next_run=d.next_dagrun_run_after or d.next_dagrun_create_after,
+            upstreams=upstreams,
             url=f"{self.base_url}/dags/{seg(d.dag_id)}" + ("" if self.v2 else "/grid"),
         )
 
     def import_error(self, e: ImportErrorItem) -> ImportErrorInfo:
         return ImportErrorInfo(source=self.source, filename=e.filename, message=e.stack_trace, timestamp=e.timestamp)
+
+    @staticmethod
+    def upstreams(assets: list[Asset]) -> dict[str, tuple[str, ...]]:
+        """dag_id -> the other DAGs whose tasks produce an asset (dataset) that DAG is scheduled on."""
+        out: dict[str, set[str]] = {}
+        for a in assets:
+            producers = {t.dag_id for t in a.producing_tasks}
+            for consumer in a.consumers:
+                out.setdefault(consumer, set()).update(producers - {consumer})
+        return {dag: tuple(sorted(ups)) for dag, ups in out.items() if ups}
 
     def run_url(self, dag_id: str, run_id: str) -> str:
         if self.v2:

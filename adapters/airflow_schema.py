@@ -151,3 +151,33 @@ class ImportErrorItem(_Lenient):
 class ImportErrorList(_Lenient):
     import_errors: list[ImportErrorItem]
     total_entries: int | None = None
+
+
+class _DagRef(_Lenient):
+    dag_id: str
+
+
+class _TaskRef(_Lenient):
+    dag_id: str
+    task_id: str | None = None
+
+
+class Asset(_Lenient):
+    """An Airflow 3 asset or an Airflow 2 dataset: which DAGs produce it and which are scheduled on it."""
+
+    uri: str | None = None
+    scheduled_dags: list[_DagRef] = Field(default_factory=list)  # v2
+    consuming_dags: list[_DagRef] = Field(default_factory=list)  # v1
+    producing_tasks: list[_TaskRef] = Field(default_factory=list)
+
+    @property
+    def consumers(self) -> list[str]:
+        return [d.dag_id for d in (*self.scheduled_dags, *self.consuming_dags)]
+
+
+class AssetList(_Paged):  # v2: GET /api/v2/assets
+    assets: list[Asset]
+
+
+class DatasetList(_Paged):  # v1: GET /api/v1/datasets
+    datasets: list[Asset]

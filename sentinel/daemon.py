@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,10 +120,14 @@ class Daemon:
         await self.store.close()
 
     async def run_forever(self) -> None:
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' event loop
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await self.start()
         try:
-            await asyncio.Event().wait()
+            await stop.wait()  # SIGTERM sets it; Ctrl-C cancels it: either way the state is saved below
         finally:
+            logger.info("stopping")
             await self.stop()
 
     def _spawn(self, coro: Any, name: str) -> None:

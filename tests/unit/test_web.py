@@ -168,3 +168,43 @@ def test_demo_prints_a_page_within_seconds(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_run_stops_cleanly_on_sigterm_and_keeps_state(tmp_path: Path) -> None:
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text(
+        "sources: []\nreceivers: [{name: c, console: true}]\nroute: {receiver: c}\n"
+        'store: {path: state.db}\nserver: {listen: "127.0.0.1:0"}\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentinel", "run", "-c", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "sentinel started" in line:
+                break
+        proc.send_signal(15)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out
+        assert (tmp_path / "state.db").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_run_with_invalid_config_exits_1_with_file_line_col(tmp_path: Path) -> None:
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text("receivers: [{name: c, console: true}]\nroute: {receiver: c, group_wait: soon}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run(
+        [sys.executable, "-m", "sentinel", "run", "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert r.returncode == 1
+    assert f"{cfg}:2:34: route.group_wait: invalid duration 'soon'" in r.stderr
