@@ -3,8 +3,13 @@
 One poll cycle in steady state costs four requests plus one every few cycles, whatever the number of
 DAGs: health (unauthenticated in both versions; it also gives the server's clock for the cursor), the
 DAG-run change feed, the task-instance change feed, one page of the DAG list (round-robin, so a full pass
-over 10,000 DAGs takes 100 cycles), and every `IMPORT_ERRORS_EVERY` cycles the import errors. The feeds
-grow with the number of *changes* only.
+over 10,000 DAGs takes 100 cycles), and every `IMPORT_ERRORS_EVERY` cycles the import errors and the
+asset (dataset) list, at most `ASSET_PAGES` pages. The feeds grow with the number of *changes* only.
+
+Cross-DAG dependencies come from Airflow itself: a DAG's upstreams are the DAGs whose tasks produce an
+asset (Airflow 3) or dataset (Airflow 2) the DAG is scheduled on. A failed, forbidden or unsupported
+asset read, or a list longer than the page budget, keeps the previous map; it never makes the source
+unreachable.
 
 Change feeds filter on `updated_at_gte/lte` over [high-water mark - overlap, server now] and are read with
 `adapters.windows.scan`: keyset cursors on Airflow 3.3+, windows split in halves otherwise. Airflow never
@@ -24,7 +29,9 @@ from adapters.airflow_api import PAGE, AirflowApi, Params
 from adapters.airflow_convert import Converter, seg
 from adapters.airflow_cursor import CursorState, Feed
 from adapters.airflow_schema import (
+    AssetList,
     DagList,
+    DatasetList,
     DagRun,
     DagRunList,
     HealthInfo,
@@ -51,6 +58,8 @@ from sentinel.model import (
 FEED_BUDGET = 25  # requests per change feed per cycle; a backlog beyond it is read over the next cycles
 MAPPED_BUDGET = 10  # mapped tasks per cycle whose complete instance list is read for folding
 IMPORT_ERRORS_EVERY = 4  # cycles
+ASSETS_EVERY = IMPORT_ERRORS_EVERY  # cycles between reads of the asset (dataset) list
+ASSET_PAGES = 5  # page budget per asset read; a longer list keeps the previous map
 
 
 class AirflowAdapter:
@@ -67,6 +76,7 @@ class AirflowAdapter:
         self._behind = False  # this cycle left a change backlog for the next ones
         self._dag_offset = 0
         self._dag_pass: dict[str, PipelineInfo] = {}
+        self._upstreams: dict[str, tuple[str, ...]] = {}  # dag_id -> upstream dag_ids, from assets/datasets
         self._warned_no_date = False
 
     async def poll(self, cursor: dict[str, Any]) -> PollResult:
@@ -104,10 +114,12 @@ class AirflowAdapter:
             tasks += state.tasks.fresh("task", [update], until)
 
         import_errors = await self._import_errors() if self._cycles % IMPORT_ERRORS_EVERY == 0 else None
-        partial, complete, dag_offset, dag_pass = await self._dags_page()
+        read = await self._assets() if self._cycles % ASSETS_EVERY == 0 else None
+        upstreams = self._upstreams if read is None else read
+        partial, complete, dag_offset, dag_pass = await self._dags_page(upstreams)
 
         # Everything succeeded: only now move in-memory progress, so a failed cycle is simply repeated.
-        self._dag_offset, self._dag_pass = dag_offset, dag_pass
+        self._dag_offset, self._dag_pass, self._upstreams = dag_offset, dag_pass, upstreams
         self._active_read = True
         self._cycles += 1
         return PollResult(
@@ -267,15 +279,40 @@ class AirflowAdapter:
         rows, _ = await self._api.list_all(path, [], ImportErrorList, "import_errors")
         return tuple(self._convert.import_error(e) for e in rows)
 
+    async def _assets(self) -> dict[str, tuple[str, ...]] | None:
+        """dag_id -> upstream dag_ids from the complete asset (dataset) list; None keeps the previous map."""
+        path, model, field = (
+            ("/api/v2/assets", AssetList, "assets") if self._api.v2 else ("/api/v1/datasets", DatasetList, "datasets")
+        )
+        try:
+            rows, total, complete = await self._api.list_pages(path, [], model, field, ASSET_PAGES)
+        except SourceError as exc:
+            # Unsupported (404), forbidden to this user (403) or failing: dependencies are an extra, not health.
+            # The request's outcome is already counted by the client; the map stays as it was.
+            logger.debug("airflow source {}: assets not read ({}): {}", self._spec.name, exc.outcome, exc)
+            return None
+        if not complete:
+            logger.info(
+                "airflow source {}: {} assets exceed {} pages; keeping the previous dependencies",
+                self._spec.name,
+                total,
+                ASSET_PAGES,
+            )
+            self._client.report("assets_truncated")
+            return None
+        return self._convert.upstreams(rows)
+
     async def _dags_page(
-        self,
+        self, upstreams: dict[str, tuple[str, ...]]
     ) -> tuple[tuple[PipelineInfo, ...], tuple[PipelineInfo, ...] | None, int, dict[str, PipelineInfo]]:
         """One page of the DAG list; the complete set too when this page ends a pass."""
         params: Params = [("limit", PAGE), ("offset", self._dag_offset), ("order_by", "dag_id")]
         data = await self._api.get(f"{self._api.prefix}/dags", params, DagList)
-        infos = tuple(self._convert.pipeline(d) for d in data.dags)
+        infos = tuple(self._convert.pipeline(d, upstreams.get(d.dag_id, ())) for d in data.dags)
         dag_pass = {**self._dag_pass, **{i.pipeline: i for i in infos}}
         offset = self._dag_offset + len(infos)
         if infos and data.total_entries is not None and offset < data.total_entries:
             return infos, None, offset, dag_pass
-        return infos, tuple(sorted(dag_pass.values(), key=lambda p: p.pipeline)), 0, {}
+        # Pages read earlier in the pass carry the map of their time; the complete set carries the latest.
+        done = [i.model_copy(update={"upstreams": upstreams.get(i.pipeline, ())}) for i in dag_pass.values()]
+        return infos, tuple(sorted(done, key=lambda p: p.pipeline)), 0, {}
