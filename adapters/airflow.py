@@ -3,8 +3,10 @@
 One poll cycle in steady state costs four requests plus one every few cycles, whatever the number of
 DAGs: health (unauthenticated in both versions; it also gives the server's clock for the cursor), the
 DAG-run change feed, the task-instance change feed, one page of the DAG list (round-robin, so a full pass
-over 10,000 DAGs takes 100 cycles), and every `IMPORT_ERRORS_EVERY` cycles the import errors and the
-asset (dataset) list, at most `ASSET_PAGES` pages. The feeds grow with the number of *changes* only.
+over 10,000 DAGs takes 100 cycles), and every `IMPORT_ERRORS_EVERY` cycles the import errors. The asset
+(dataset) list, at most `ASSET_PAGES` pages, is read on the first cycle and then every `ASSETS_EVERY`
+cycles, half-way between import-error reads so that no cycle pays for both. The feeds grow with the
+number of *changes* only.
 
 Cross-DAG dependencies come from Airflow itself: a DAG's upstreams are the DAGs whose tasks produce an
 asset (Airflow 3) or dataset (Airflow 2) the DAG is scheduled on. A failed, forbidden or unsupported
@@ -31,9 +33,9 @@ from adapters.airflow_cursor import CursorState, Feed
 from adapters.airflow_schema import (
     AssetList,
     DagList,
-    DatasetList,
     DagRun,
     DagRunList,
+    DatasetList,
     HealthInfo,
     ImportErrorList,
     TaskInstance,
@@ -114,7 +116,8 @@ class AirflowAdapter:
             tasks += state.tasks.fresh("task", [update], until)
 
         import_errors = await self._import_errors() if self._cycles % IMPORT_ERRORS_EVERY == 0 else None
-        read = await self._assets() if self._cycles % ASSETS_EVERY == 0 else None
+        due = self._cycles == 0 or self._cycles % ASSETS_EVERY == ASSETS_EVERY // 2
+        read = await self._assets() if due else None
         upstreams = self._upstreams if read is None else read
         partial, complete, dag_offset, dag_pass = await self._dags_page(upstreams)
 

@@ -21,7 +21,7 @@ from adapters.airflow import AirflowAdapter
 from adapters.http import PoliteClient
 from sentinel.clock import SystemClock
 from sentinel.model import PollResult, RunState, RunUpdate, SourceSpec, TaskUpdate
-from tests.servers.airflow import AirflowServer
+from tests.servers.airflow import DAGS_DIR, AirflowServer
 
 pytestmark = pytest.mark.integration
 
@@ -239,5 +239,34 @@ async def test_a_refused_token_is_replaced_on_a_real_airflow_3(airflow3: Airflow
         assert result.health.reachable
         statuses = [(q.url.path, s) for q, s in watcher.transport.seen]
         assert ("/auth/token", 201) in statuses[-6:] and any(s == 403 for _, s in statuses[-6:])
+    finally:
+        await watcher.aclose()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+async def test_upstreams_come_from_assets_and_datasets(request: pytest.FixtureRequest, stack: str) -> None:
+    server: AirflowServer = request.getfixturevalue(stack)
+    for name in ("asset_producer", "asset_consumer"):
+        target = server.dags_folder / f"{name}.py"
+        if not target.exists():  # a server started before these files were added to tests/servers/dags
+            target.write_text((DAGS_DIR / f"{name}.py").read_text())
+        await asyncio.to_thread(server.wait_dag_loaded, name, 120.0)
+    watcher = Watcher(server)
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            # A fresh adapter reads the assets on its first cycle; the whole DAG list fits in one page here.
+            watcher.adapter = AirflowAdapter(watcher.spec, SystemClock(), watcher.client)
+            result = await watcher.poll()
+            ups = {p.pipeline: p.upstreams for p in result.pipelines or ()}
+            if ups.get("asset_consumer"):
+                break
+            assert asyncio.get_running_loop().time() < deadline, ups
+            await asyncio.sleep(2)
+        assert ups["asset_consumer"] == ("asset_producer",)
+        assert ups["asset_producer"] == ()
+        path = "/api/v2/assets" if server.major == 3 else "/api/v1/datasets"
+        assert any(q.url.path == path for q, _ in watcher.transport.seen)
+        assert watcher.refused() == []
     finally:
         await watcher.aclose()

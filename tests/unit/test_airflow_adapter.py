@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from loguru import logger
 
-from adapters.airflow import IMPORT_ERRORS_EVERY, AirflowAdapter
+from adapters.airflow import ASSET_PAGES, ASSETS_EVERY, IMPORT_ERRORS_EVERY, AirflowAdapter
 from adapters.airflow_auth import jwt_validity
 from adapters.airflow_states import RUN_STATES, TASK_STATES, fold_mapped, run_state, task_state
 from adapters.http import PoliteClient
@@ -122,6 +122,7 @@ V1_PARAMS = {
     "listMapped": {"limit", "offset", "order_by", "state"},
     "dags": {"limit", "offset", "order_by"},
     "importErrors": {"limit", "offset", "order_by"},
+    "datasets": {"limit", "offset", "order_by", "uri_pattern", "dag_ids"},
 }
 
 
@@ -148,6 +149,7 @@ class FakeAirflow:
         self.tis: dict[tuple[str, str, str, int], dict[str, Any]] = {}
         self.dags: list[dict[str, Any]] = [copy.deepcopy(V3_DAG if major == 3 else V2_DAG)]
         self.import_errors: list[dict[str, Any]] = []
+        self.assets: list[dict[str, Any]] = []
         self.health = copy.deepcopy(V3_HEALTH if major == 3 else V2_HEALTH)
         self.requests: list[httpx.Request] = []
         self.tokens: set[str] = set()
@@ -172,6 +174,19 @@ class FakeAirflow:
         base.update(dag_id=dag, dag_run_id=run_id, task_id=task, state=state, map_index=map_index, _updated=updated)
         base.update(id=f"{dag}|{run_id}|{task}|{map_index}", **extra)
         self.tis[(dag, run_id, task, map_index)] = base
+
+    def add_asset(self, uri: str, producers: list[tuple[str, str]], consumers: list[str]) -> None:
+        """An asset (Airflow 3) or dataset (Airflow 2) in the shape each version returns."""
+        stamp = {"created_at": "2026-11-26T13:00:00Z", "updated_at": "2026-11-26T13:00:00Z"}
+        tasks = [{"dag_id": d, "task_id": t, **stamp} for d, t in producers]
+        dags = [{"dag_id": d, **stamp} for d in consumers]
+        row: dict[str, Any] = {"id": len(self.assets) + 1, "uri": uri, "extra": {}, "producing_tasks": tasks, **stamp}
+        if self.major == 3:
+            row.update(name=uri, group="asset", scheduled_dags=dags, consuming_tasks=[], aliases=[], watchers=[])
+            row.update(last_asset_event=None)
+        else:
+            row.update(consuming_dags=dags)
+        self.assets.append(row)
 
     def fail(self, path_part: str, response: Callable[[httpx.Request], httpx.Response], times: int = 1) -> None:
         self.faults.setdefault(path_part, []).extend([response] * times)
@@ -232,6 +247,10 @@ class FakeAirflow:
             return self._list(request, "dags", self.dags, id_key="dag_id")
         if path == f"{self.prefix}/importErrors":
             return self._list(request, "import_errors", self.import_errors, id_key="import_error_id")
+        if path == "/api/v2/assets" and self.major == 3:
+            return self._list(request, "assets", self.assets, id_key="id")
+        if path == "/api/v1/datasets" and self.major == 2:
+            return self._list(request, "datasets", self.assets, id_key="id")
         return httpx.Response(404, json={"detail": "Not Found"})
 
     def _auth(self, request: httpx.Request) -> httpx.Response | None:
@@ -671,7 +690,8 @@ async def test_steady_state_cost_does_not_depend_on_dag_count() -> None:
         h.fake.dags = [dict(V3_DAG, dag_id=f"dag_{i:05}") for i in range(dags)]
         await h.poll()
         costs.append([(await h.poll()).requests for _ in range(IMPORT_ERRORS_EVERY)])
-    assert costs[0] == costs[1] == [4, 4, 4, 5]  # health, runs, tasks, one DAG page (+ import errors)
+    # health, runs, tasks, one DAG page (+ assets half-way, + import errors): never both in one cycle
+    assert costs[0] == costs[1] == [4, 5, 4, 5]
 
 
 async def test_airflow_2_pipeline_info() -> None:
@@ -895,3 +915,109 @@ async def test_simulator_speaks_airflow_3_3() -> None:
             assert (await http.get("/api/v2/monitor/health")).status_code == 503
     finally:
         await server.close()
+
+
+# ------------------------------------------------------------------ cross-DAG dependencies (assets)
+
+
+def _asset_harness(major: int) -> Harness:
+    h = Harness(major=major)
+    base = V3_DAG if major == 3 else V2_DAG
+    h.fake.dags = [dict(base, dag_id=d) for d in ("asset_consumer", "asset_producer", "other_producer", "loner")]
+    h.fake.add_asset("sentinel://prices", [("asset_producer", "publish"), ("other_producer", "a")], ["asset_consumer"])
+    h.fake.add_asset("sentinel://fx", [("asset_producer", "publish_fx")], ["asset_consumer", "other_producer"])
+    h.fake.add_asset("sentinel://self", [("loner", "t")], ["loner"])  # a DAG is not its own upstream
+    h.fake.add_asset("sentinel://orphan", [], ["loner"])
+    return h
+
+
+@pytest.mark.parametrize("major", [3, 2])
+async def test_upstreams_come_from_airflow_assets_and_datasets(major: int) -> None:
+    h = _asset_harness(major)
+    r = await h.poll()
+    ups = {p.pipeline: p.upstreams for p in r.pipelines or ()}
+    assert ups == {
+        "asset_consumer": ("asset_producer", "other_producer"),
+        "asset_producer": (),
+        "other_producer": ("asset_producer",),
+        "loner": (),
+    }
+    path = "/api/v2/assets" if major == 3 else "/api/v1/datasets"
+    assert h.fake.paths().count(path) == 1
+    assert r.health.reachable and h.outcomes["http_4xx"] == (0 if major == 3 else 1)  # v1: /api/v2/version 404
+
+
+async def _until_assets_are_due(h: Harness) -> None:
+    """Poll the first cycle (which reads assets) and the ones before the next asset read."""
+    for _ in range(ASSETS_EVERY // 2):
+        await h.poll()
+
+
+async def test_assets_are_read_on_the_first_cycle_then_every_few_cycles() -> None:
+    h = _asset_harness(3)
+    await _until_assets_are_due(h)
+    h.fake.assets = []
+    cleared = (await h.poll()).pipelines  # a one-page DAG list is complete every cycle
+    assert h.fake.paths().count("/api/v2/assets") == 2
+    ups = {p.pipeline: p.upstreams for p in cleared or ()}
+    assert ups["asset_consumer"] == ()  # an emptied list clears the map, it does not keep the previous one
+    for _ in range(2 * ASSETS_EVERY):
+        await h.poll()
+    assert h.fake.paths().count("/api/v2/assets") == 4
+
+
+async def test_partial_dag_pages_carry_upstreams() -> None:
+    h = Harness(major=3)
+    h.fake.dags = [dict(V3_DAG, dag_id=f"dag_{i:03}") for i in range(150)]
+    h.fake.add_asset("sentinel://x", [("dag_000", "t")], ["dag_005", "dag_120"])
+    first, second = await h.poll(), await h.poll()
+    assert {p.pipeline: p.upstreams for p in first.pipelines_partial}["dag_005"] == ("dag_000",)
+    assert {p.pipeline: p.upstreams for p in second.pipelines or ()}["dag_120"] == ("dag_000",)
+
+
+@pytest.mark.parametrize(
+    ("major", "fault", "times", "outcome"),
+    [
+        (3, _boom(404, json={"detail": "Not Found"}), 1, "http_4xx"),
+        (3, _boom(403, json={"detail": "Forbidden"}), 2, "http_4xx"),  # v2 retries once with a fresh token
+        (2, _boom(404, text="<html>404</html>"), 1, "http_4xx"),
+        (2, _boom(403, json={"title": "Forbidden"}), 1, "http_4xx"),
+        (3, _boom(500, text="oops"), 1, "http_5xx"),
+        (3, _timeout, 1, "timeout"),
+    ],
+)
+async def test_a_failed_or_unsupported_asset_read_keeps_the_source_reachable_and_the_last_map(
+    major: int, fault: Callable[[httpx.Request], httpx.Response], times: int, outcome: str
+) -> None:
+    h = _asset_harness(major)
+    path = "/api/v2/assets" if major == 3 else "/api/v1/datasets"
+    await _until_assets_are_due(h)
+    h.fake.fail(path, fault, times=times)
+    h.outcomes.clear()
+    r = await h.poll()
+    assert r.health.reachable, r.health.error
+    ups = {p.pipeline: p.upstreams for p in r.pipelines or ()}
+    assert ups["asset_consumer"] == ("asset_producer", "other_producer")  # the last map is kept
+    assert h.outcomes[outcome] >= 1
+
+
+async def test_an_unsupported_asset_endpoint_on_the_first_read_leaves_no_upstreams() -> None:
+    h = _asset_harness(2)
+    h.fake.fail("/api/v1/datasets", _boom(404, text="nope"))
+    r = await h.poll()
+    assert r.health.reachable and all(p.upstreams == () for p in r.pipelines or ())
+    assert h.outcomes["http_4xx"] == 2  # detection's /api/v2/version, then /api/v1/datasets
+
+
+async def test_an_asset_list_beyond_the_page_budget_keeps_the_previous_map() -> None:
+    h = _asset_harness(3)
+    await _until_assets_are_due(h)
+    for i in range(ASSET_PAGES * 100 + 1):
+        h.fake.add_asset(f"sentinel://bulk/{i}", [("loner", "t")], ["asset_producer"])
+    before = len(h.fake.requests)
+    r = await h.poll()
+    reads = [q for q in h.fake.requests[before:] if q.url.path == "/api/v2/assets"]
+    assert len(reads) == ASSET_PAGES  # bounded, whatever the number of assets
+    ups = {p.pipeline: p.upstreams for p in r.pipelines or ()}
+    assert ups["asset_producer"] == () and ups["asset_consumer"] == ("asset_producer", "other_producer")
+    assert h.outcomes["assets_truncated"] == 1
