@@ -188,6 +188,4 @@ def test_cli_docs_cover_every_command_and_flag() -> None:
 
 def test_control_characters_in_the_config_are_located(tmp_path: Path) -> None:
     cfg = setup(tmp_path, config=CONFIG.replace("sources: []", "sources: []\x1b"))
-    assert lines(cfg) == [
-        f"{cfg}:1:12: invalid YAML: character U+001B is not allowed"
-    ]
+    assert lines(cfg) == [f"{cfg}:1:12: invalid YAML: character U+001B is not allowed"]
