@@ -28,9 +28,18 @@ FAILING, HEALTHY = "toggle_pipeline", "healthy_pipeline"
 
 RULES = """\
 groups:
-  - name: pipelines
-    # The servers are shared with other tests: only this test's pipelines (deadline_pipeline only succeeds).
-    pipelines: {pipeline: "*_pipeline"}
+  # The servers are shared with other tests: watch only this test's two pipelines.
+  - name: failing
+    pipelines: {pipeline: toggle_pipeline}
+    rules:
+      - alert: PipelineFailed
+        when: failed
+        severity: critical
+        annotations:
+          summary: "{{ pipeline }} run {{ run_id }} {{ state }}"
+          runbook_url: https://runbooks.example/PipelineFailed.md
+  - name: healthy
+    pipelines: {pipeline: healthy_pipeline}
     rules:
       - alert: PipelineFailed
         when: failed
