@@ -110,7 +110,9 @@ class Daemon:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(self._tasks, timeout=10) if self._tasks else (set(), set())
+        for t in stuck:  # never hang a shutdown on one task; say which one it was
+            logger.error("task {} did not stop within 10 s", t.get_name())
         await self.dispatcher.stop()
         for c in self.clients:
             await c.aclose()

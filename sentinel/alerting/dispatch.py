@@ -88,8 +88,11 @@ class Dispatcher:
                 elif upcoming is None or group.next_flush < upcoming:
                     upcoming = group.next_flush
             timeout = None if upcoming is None else max(0.01, (upcoming - now).total_seconds())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives just as the
+            # event is set, and the daemon's stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _flush(self, group: AggregationGroup) -> None:
         async with self._slots:
