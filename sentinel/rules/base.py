@@ -154,3 +154,8 @@ def is_paused(ph: PipelineHistory) -> bool:
     """A paused DAG/deployment is a state of its own: no lateness, freshness or stuck alerts for it."""
     info = ph.info  # read once: a property, and this runs per pipeline per rule per tick
     return info is not None and info.paused
+
+
+def per_pipeline(judge: Callable[[Any, PipelineHistory, Scope], Finding | None], rule: Any, scope: Scope) -> Evaluation:
+    """The common shape of a pipeline condition: at most one finding per selected pipeline."""
+    return Evaluation([f for ph in scope.pipelines if (f := judge(rule, ph, scope)) is not None])

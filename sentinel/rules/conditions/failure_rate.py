@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from sentinel.durations import Duration, format_duration
 from sentinel.model import FAILURE, RunState, RunUpdate
 from sentinel.observe.history import PipelineHistory
-from sentinel.rules.base import Evaluation, Finding, RuleBase, Scope, pipeline_labels
+from sentinel.rules.base import Evaluation, Finding, RuleBase, Scope, per_pipeline, pipeline_labels
 
 # Decisive runs, as `failed.decisive` has them; inlined because this loop runs per pipeline per tick.
 _DECISIVE = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CRASHED})
@@ -65,12 +65,7 @@ def time_independent(rule: FailureRateRule) -> bool:
 
 
 def evaluate(rule: FailureRateRule, scope: Scope) -> Evaluation:
-    findings: list[Finding] = []
-    for ph in scope.pipelines:
-        f = _judge(rule, ph, scope)
-        if f is not None:
-            findings.append(f)
-    return Evaluation(findings)
+    return per_pipeline(_judge, rule, scope)
 
 
 def _judge(rule: FailureRateRule, ph: PipelineHistory, scope: Scope) -> Finding | None:

@@ -25,7 +25,7 @@ from pydantic import Field
 from sentinel.durations import Duration, format_duration
 from sentinel.model import RunUpdate
 from sentinel.observe.history import PipelineHistory
-from sentinel.rules.base import Evaluation, Finding, RuleBase, Scope, pipeline_labels
+from sentinel.rules.base import Evaluation, Finding, RuleBase, Scope, per_pipeline, pipeline_labels
 
 MAX_TASK_NAMES = 20
 
@@ -45,12 +45,7 @@ def time_independent(rule: RetriesRule) -> bool:
 
 
 def evaluate(rule: RetriesRule, scope: Scope) -> Evaluation:
-    findings: list[Finding] = []
-    for ph in scope.pipelines:
-        f = _judge(rule, ph, scope)
-        if f is not None:
-            findings.append(f)
-    return Evaluation(findings)
+    return per_pipeline(_judge, rule, scope)
 
 
 def _judge(rule: RetriesRule, ph: PipelineHistory, scope: Scope) -> Finding | None:
