@@ -97,6 +97,7 @@ def run_update(source: str, pipeline: str, fr: FlowRun, state: RunState, url: st
         ended_at=fr.end_time if state.terminal else None,
         updated_at=fr.state_time or fr.updated,
         run_type=run_type(fr),
+        pool=fr.work_pool_name,
         version=fr.deployment_version or fr.flow_version,
         message=message or None,
         url=url,
@@ -174,14 +175,18 @@ def pool_health(pool: WorkPool, worker: Worker | None, now: datetime) -> Compone
     name = f"work_pool:{pool.name}"
     last = worker.last_heartbeat_time if worker is not None else None
     if pool.is_paused or pool.status == "PAUSED":
-        return ComponentHealth(name=name, healthy=True, last_heartbeat=last, detail="work pool is paused")
+        return ComponentHealth(
+            name=name, healthy=True, last_heartbeat=last, detail="work pool is paused", observed_at=now
+        )
     if worker is None:
-        return ComponentHealth(name=name, healthy=False, detail="no worker has ever polled this work pool")
+        return ComponentHealth(
+            name=name, healthy=False, detail="no worker has ever polled this work pool", observed_at=now
+        )
     horizon = timedelta(seconds=3 * (worker.heartbeat_interval_seconds or 30))
     online = worker.status == "ONLINE" or (last is not None and now - last <= horizon)
     if online:
-        return ComponentHealth(name=name, healthy=True, last_heartbeat=last)
+        return ComponentHealth(name=name, healthy=True, last_heartbeat=last, observed_at=now)
     age = f"{format_duration(timedelta(seconds=int((now - last).total_seconds())))} ago" if last else "never"
     return ComponentHealth(
-        name=name, healthy=False, last_heartbeat=last, detail=f"no online worker; last heartbeat {age}"
+        name=name, healthy=False, last_heartbeat=last, detail=f"no online worker; last heartbeat {age}", observed_at=now
     )

@@ -27,6 +27,7 @@ from adapters.http import PoliteClient
 from adapters.registry import adapter_for
 from sentinel.clock import SystemClock
 from sentinel.model import SourceSpec
+from sentinel.sim.airflow_api import SIM_PASSWORD, SIM_USERNAME
 
 
 def start_sim(pipelines: int) -> tuple[subprocess.Popen[str], str, str]:
@@ -75,8 +76,8 @@ async def measure(pipelines: int, cycles: int, interval: float) -> dict[str, Any
                 name="af",
                 kind="airflow",
                 url=airflow_url,
-                username="sentinel",
-                password="sentinel",
+                username=SIM_USERNAME,
+                password=SIM_PASSWORD,
                 max_requests_per_second=50,
                 burst=50,
                 timeout="30s",

@@ -16,11 +16,10 @@ from loguru import logger
 from sentinel.bundled import bundled
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
+from sentinel.sim.airflow_api import SIM_PASSWORD, SIM_USERNAME
 from sentinel.sim.scenario import DEMO_START, investment_world
 from sentinel.sim.server import start_simulator
 from sentinel.sim.simclock import SimClock
-
-SIM_USER = "sentinel"
 
 CONFIG = """\
 sources:
@@ -28,7 +27,7 @@ sources:
     kind: airflow
     url: {airflow}
     username: {user}
-    password: {user}
+    password: {password}
     poll_interval: 1s
     max_requests_per_second: 10
     burst: 10
@@ -64,7 +63,12 @@ async def demo(speed: float = 120.0, port: int = 0, duration: float = 0.0) -> No
         cfg = Path(tmp) / "sentinel.yaml"
         cfg.write_text(
             CONFIG.format(
-                airflow=sim.airflow_url, prefect=sim.prefect_url, user=SIM_USER, rules=bundled("rules"), port=port
+                airflow=sim.airflow_url,
+                prefect=sim.prefect_url,
+                user=SIM_USERNAME,
+                password=SIM_PASSWORD,
+                rules=bundled("rules"),
+                port=port,
             )
         )
         daemon = Daemon(load_config(cfg), clock=clock)

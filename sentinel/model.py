@@ -97,6 +97,7 @@ class RunUpdate(_Fact):
     ended_at: UtcDatetime | None = None
     updated_at: UtcDatetime | None = None
     run_type: str | None = None  # scheduled | manual | backfill | asset_triggered ...
+    pool: str | None = None  # Prefect work pool the run was sent to, for the cost model
     version: str | None = None  # DAG version / deployment version, for baselines
     message: str | None = None
     url: str | None = None  # link into the scheduler's UI
@@ -147,6 +148,9 @@ class ComponentHealth(_Fact):
     healthy: bool
     last_heartbeat: UtcDatetime | None = None
     detail: str | None = None
+    # When this component was read, if not with the rest of the source's health: some (work pools) are
+    # read a few per poll, and a heartbeat must be aged as of its own read, not of a later poll.
+    observed_at: UtcDatetime | None = None
 
 
 class SourceHealth(_Fact):

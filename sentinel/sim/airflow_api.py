@@ -32,7 +32,7 @@ from sentinel.sim.world import SimRun, SimTask, World
 __all__ = ["SIM_PASSWORD", "SIM_USERNAME", "airflow_app"]
 
 SIM_USERNAME = "sentinel"
-SIM_PASSWORD = "sentinel"
+SIM_PASSWORD = "sim-demo-password"
 VERSION = "3.3.2"
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from sentinel.model import RunState
 from sentinel.sim.dynamics import fail_next_run
-from sentinel.sim.world import SimPipeline, World
+from sentinel.sim.world import SimPipeline, SimRun, SimTask, World
 
 __all__ = [
     "DEMO_SPEED",
@@ -53,7 +55,53 @@ def investment_world(
             world.health.workers_online[pipeline.work_pool] = True
     if demo:
         fail_next_run(world, MARKET_DATA_INGEST, skip=1)
+        _seed_previous_session(world)
     return world
+
+
+# When each pipeline normally runs after the New York close (the non-demo schedules above).
+_NORMAL_TIMES = {MARKET_DATA_INGEST: time(16, 20), PORTFOLIO_RISK: time(17, 0), EOD_REPORTING: time(17, 45)}
+
+
+def _seed_previous_session(world: World) -> None:
+    """Yesterday's session ran fine: without it, the demo would open on deadlines missed before it began."""
+    day = DEMO_START.date() - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    for name, at in _NORMAL_TIMES.items():
+        pipeline = world.pipelines[name]
+        start = datetime.combine(day, at, tzinfo=ZoneInfo(NEW_YORK)).astimezone(UTC)
+        step = timedelta(seconds=pipeline.mean_task_seconds * 10)
+        end = start + step * len(pipeline.tasks)
+        airflow = pipeline.system == "airflow"
+        run = SimRun(
+            id=f"scheduled__{start.isoformat()}"
+            if airflow
+            else str(uuid.uuid5(uuid.NAMESPACE_URL, f"sentinel-demo-seed:{name}")),
+            pipeline=name,
+            system=pipeline.system,
+            scheduled_for=start,
+            state=RunState.SUCCESS,
+            updated_at=end,
+            queued_at=start,
+            started_at=start,
+            ended_at=end,
+            tasks=[
+                SimTask(
+                    task=t,
+                    state=RunState.SUCCESS,
+                    try_number=1,
+                    max_tries=pipeline.retries,
+                    started_at=start + step * i,
+                    ended_at=start + step * (i + 1),
+                    updated_at=start + step * (i + 1),
+                    pool=pipeline.work_pool,
+                    id=f"{name}.{t}.seed",
+                )
+                for i, t in enumerate(pipeline.tasks)
+            ],
+        )
+        world.touch(run, end)
 
 
 def _investment_pipelines(demo: bool) -> tuple[SimPipeline, ...]:

@@ -400,7 +400,9 @@ def test_demo_world_shows_a_market_data_failure_within_seconds_at_demo_speed() -
     clock = FrozenClock(DEMO_START)
     run_for(world, clock, 10 * 60, step=0.2 * DEMO_SPEED)  # the server's default tick at demo speed
 
-    first, second = world.runs_of(MARKET_DATA_INGEST)[:2]
+    seeded, *runs = world.runs_of(MARKET_DATA_INGEST)
+    assert seeded.scheduled_for < DEMO_START and seeded.state is RunState.SUCCESS  # yesterday's session ran
+    first, second = runs[:2]
     assert first.state is RunState.SUCCESS and second.state is RunState.FAILED
     real_seconds = (second.ended_at - DEMO_START).total_seconds() / DEMO_SPEED  # type: ignore[operator]
     print(f"\ndemo: market_data_ingest fails {real_seconds:.1f} real seconds in")

@@ -28,7 +28,7 @@ sources:
     kind: airflow
     url: {airflow}
     username: sentinel
-    password: sentinel
+    password: sim-demo-password
     poll_interval: 0.3s
     max_requests_per_second: 50
     burst: 20

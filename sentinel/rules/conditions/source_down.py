@@ -40,7 +40,8 @@ def evaluate(rule: SourceDownRule, scope: Scope) -> Evaluation:
             if c.name.split(":", 1)[0] not in wanted:
                 continue
             # Age as of the observation, not of this evaluation: our own poll cadence is not the scheduler's fault.
-            stale = c.last_heartbeat is not None and (h.observed_at - c.last_heartbeat) > rule.max_heartbeat_age
+            seen = c.observed_at or h.observed_at
+            stale = c.last_heartbeat is not None and (seen - c.last_heartbeat) > rule.max_heartbeat_age
             if c.healthy and not stale:
                 continue
             findings.append(
