@@ -20,6 +20,12 @@ Baselines, measured in the same invocation so ratios compare like with like on t
   below 1 means evaluation costs no more than looking at the history once per rule.
 - `1k`: the same tick over 1,000 pipelines (same generator, same rules). The ratio shows how the tick
   scales; ~10 means linear in the number of pipelines.
+- `judge`: only the conditions, every rule over every selected pipeline, no instances and no templates —
+  the least a tick that judged everything afresh would pay. The engine judges a pipeline again only when
+  its history changed or the instant its verdict could change has come, so a ratio well below 1 is the
+  verdict cache at work.
+
+The first tick (every pipeline judged, every instance created) is reported on its own line.
 
     python bench/evaluate.py [--pipelines 10000] [--runs 30] [--ticks 7] [--changes 20] [--small 1000]
 """
@@ -50,6 +56,8 @@ from sentinel.model import (
     TaskUpdate,
 )
 from sentinel.observe.history import History
+from sentinel.rules.base import Scope
+from sentinel.rules.conditions import evaluator
 from sentinel.rules.engine import RuleEngine
 from sentinel.rules.files import LoadedRules, load_rules
 
@@ -360,7 +368,10 @@ def bench_ticks(
 ) -> Result:
     engine = RuleEngine(rules)
     rnd = random.Random(11)
+    c0 = time.process_time()
     engine.evaluate(history, NOW)  # warm-up: creates every instance, compiles templates, fills caches
+    first = (time.process_time() - c0) * 1000
+    print(f"first tick at {len(history.pipelines)} pipelines (not counted): cpu {first:.1f} ms")
     engine.take_changes()
 
     def now_of(i: int) -> datetime:
@@ -371,6 +382,30 @@ def bench_ticks(
         engine.take_changes()  # the daemon persists changes after every evaluation; keep sets small
 
     return timed(lambda i: engine.evaluate(history, now_of(i)), ticks, between)
+
+
+def bench_judge(history: History, ticks: int, rules: LoadedRules) -> Result:
+    """Every rule's condition over every selected pipeline (or source), nothing else: no instances, no
+    templates. What any tick that judged everything afresh would pay at least."""
+    specs = []
+    for _, group in rules.groups():
+        for rule in group.rules:
+            selector = rule.pipelines or group.pipelines
+            if rule.scope == "pipeline":
+                picked = [ph for key, ph in history.pipelines.items() if selector.matches(key, ph.info)]
+                specs.append((rule, group.calendar, picked, []))
+            else:
+                specs.append((rule, group.calendar, [], [s for s in history.health if selector.matches_source(s)]))
+    extras: dict[str, object] = {}
+
+    def judge(i: int) -> int:
+        now = NOW + TICK * (i + 1)
+        return sum(
+            len(evaluator(rule.when)(rule, Scope(now, history, pipelines, sources, calendar, extras)).findings)
+            for rule, calendar, pipelines, sources in specs
+        )
+
+    return timed(judge, ticks, lambda _i: None)
 
 
 def bench_scan(history: History, ticks: int, rule_count: int) -> Result:
@@ -407,9 +442,11 @@ def main() -> None:
     # The scan reads the history before the ticks change it: the same runs either way.
     base = {"scan": bench_scan(history, args.ticks, rule_count)}
     base["1k" if args.small == 1000 else f"{args.small}"] = small
+    base["judge"] = bench_judge(history, args.ticks, rules)
     big = bench_ticks(history, runs_of, args.ticks, args.changes, rules)
     print(row(f"scan {args.pipelines}", base["scan"], base))
     print(row(f"tick {args.small}", small, base))
+    print(row(f"judge {args.pipelines}", base["judge"], base))
     print(row(f"tick {args.pipelines}", big, base))
     verdict = "meets" if big.median < 100 else "misses"
     print(f"goal: < 100 ms CPU per tick at {args.pipelines} pipelines — {verdict} ({big.median:.1f} ms median)")

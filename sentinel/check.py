@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 import jinja2.sandbox
 
+from sentinel.anomaly.detectors import check_message
 from sentinel.calendars import known_calendars
 from sentinel.config import LoadedConfig, load_config
 from sentinel.rules.files import load_rule_file
@@ -98,6 +99,7 @@ def _semantic(
                 out += _calendar_and_timezone(doc, r, rp, calendars)
                 out += _runbook(doc, r, rp, runbook_dirs)
                 out += _templates(doc, r, rp)
+                out += _anomaly_detector(doc, r, rp)
     return out
 
 
@@ -115,6 +117,15 @@ def _templates(doc: Document, rule: dict[Any, Any], path: tuple[str | int, ...])
             msg = getattr(exc, "message", None) or str(exc)
             out.append(doc.problem((*path, "annotations", key), f"annotations.{key}: template does not compile: {msg}"))
     return out
+
+
+def _anomaly_detector(doc: Document, rule: dict[Any, Any], path: tuple[str | int, ...]) -> list[Problem]:
+    """A PyOD detector needs the optional `anomaly` extra (and must be a model PyOD has)."""
+    detector = rule.get("detector")
+    if rule.get("when") != "anomaly" or not isinstance(detector, str):
+        return []
+    msg = check_message(rule.get("alert"), detector)
+    return [] if msg is None else [doc.problem((*path, "detector"), msg)]
 
 
 def _calendar_and_timezone(
@@ -164,7 +175,7 @@ def _runbook(doc: Document, rule: dict[Any, Any], path: tuple[str | int, ...], d
 def _config_problems(loaded: LoadedConfig) -> list[Problem]:
     """Route names of time intervals must be defined under time_intervals (Alertmanager refuses them too)."""
     cfg = loaded.config
-    defined = {str(t.get("name")) for t in cfg.time_intervals if isinstance(t, dict) and "name" in t}
+    defined = {t.name for t in cfg.time_intervals}
     undefined: list[tuple[tuple[str | int, ...], str]] = []
 
     def walk(route: Any, path: tuple[str | int, ...]) -> None:

@@ -42,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
     t.add_argument("--run", metavar="REGEX", help="run only the tests whose name matches REGEX")
+    from sentinel import cli_backtest
+
+    cli_backtest.add_parser(sub)
+    from sentinel import cli_ack
+
+    cli_ack.add_parser(sub)
+    from sentinel import cli_silence
+
+    cli_silence.add_parser(sub)
     return p
 
 
@@ -62,6 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sentinel.rules.testing import main as run_tests
 
         return run_tests(args.files, junit=args.junit, run=args.run)
+    if args.command == "backtest":
+        from sentinel import cli_backtest
+
+        return cli_backtest.run(args)
+    if args.command == "ack":
+        from sentinel import cli_ack
+
+        return cli_ack.run(args)
+    if args.command in ("silence", "alerts"):
+        from sentinel import cli_silence
+
+        return cli_silence.run(args)
     if args.command == "run":
         return _run(Path(args.config))
     if args.command == "demo":

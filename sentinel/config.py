@@ -5,12 +5,14 @@ from __future__ import annotations
 import glob as globlib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, field_validator, model_validator
 
+from sentinel.alerting import time_intervals as ti
 from sentinel.alerting.matchers import Matcher, parse_matchers
 from sentinel.calendars import CalendarConfig
+from sentinel.cost.rates import RateConfig
 from sentinel.durations import Duration
 from sentinel.model import SourceSpec
 from sentinel.yamlfile import ConfigError, Document, Problem, dotted, expand, load, validate
@@ -35,6 +37,11 @@ class ReceiverConfig(_Strict):
     webhook: WebhookConfig | None = None
     send_resolved: bool = True
     console: bool = False  # print to the terminal (the demo's receiver)
+    # Delivery options (docs/delivery.md). `paid`: never send twice, even across a crash; unset = automatic for
+    # SMS-type apprise schemes (twilio://, sns://, vonage://, …).
+    paid: bool | None = None
+    max_notifications_per_minute: Annotated[int, Field(ge=1)] | None = None  # excess waits, never dropped
+    fallback: bool = False  # try the integrations in order, stopping at the first that delivers
 
 
 def _matchers(v: Any) -> tuple[Matcher, ...]:
@@ -59,12 +66,37 @@ class RouteConfig(_Strict):
     continue_: bool = Field(False, alias="continue")
     mute_time_intervals: list[str] = Field(default_factory=list)
     active_time_intervals: list[str] = Field(default_factory=list)
+    # Still firing and unacknowledged this long after its first notification: notify `escalate_to` too.
+    escalate_after: Duration | None = None
+    escalate_to: Name | None = None
     routes: list[RouteConfig] = Field(default_factory=list)
 
     @field_validator("matchers", mode="before")
     @classmethod
     def _parse_matchers(cls, v: Any) -> tuple[Matcher, ...]:
         return _matchers(v)
+
+
+class CorrelationConfig(_Strict):
+    """Keep-style correlation: `threshold` alerts for different pipelines sharing a root cause within `window`
+    become one incident notification (docs/delivery.md#correlation)."""
+
+    threshold: Annotated[int, Field(ge=2)] = 3
+    window: Duration = timedelta(minutes=5)
+    by: list[str] | Literal["signature"] = Field(default_factory=lambda: ["source"])
+    matchers: tuple[Matcher, ...] = ()  # which alerts may correlate; default every alert
+
+    @field_validator("matchers", mode="before")
+    @classmethod
+    def _parse_matchers(cls, v: Any) -> tuple[Matcher, ...]:
+        return _matchers(v)
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and not v:
+            raise ValueError("by: name at least one label (e.g. [source]) or say signature")
+        return v
 
 
 class InhibitRuleConfig(_Strict):
@@ -76,6 +108,59 @@ class InhibitRuleConfig(_Strict):
     @classmethod
     def _parse(cls, v: Any) -> tuple[Matcher, ...]:
         return _matchers(v)
+
+
+# -- time_intervals: Alertmanager's syntax; parsing and meaning live in sentinel/alerting/time_intervals.py --------
+def _span(parse: Any) -> Any:
+    return Annotated[ti.Span, PlainValidator(lambda v: parse(_scalar(v)))]
+
+
+def _scalar(v: Any) -> str | int:
+    if isinstance(v, bool) or not isinstance(v, str | int):
+        raise ValueError("expected a value or a start:end range")
+    return v
+
+
+class TimeRangeConfig(_Strict):
+    start_time: Annotated[int, PlainValidator(lambda v: ti.parse_time(_scalar(v)))]
+    end_time: Annotated[int, PlainValidator(lambda v: ti.parse_time(_scalar(v)))]
+
+    @model_validator(mode="after")
+    def _order(self) -> TimeRangeConfig:
+        if self.start_time >= self.end_time:
+            raise ValueError("start_time must be before end_time (an interval crossing midnight is two intervals)")
+        return self
+
+
+class TimeIntervalConfig(_Strict):
+    times: list[TimeRangeConfig] = Field(default_factory=list)
+    weekdays: list[_span(ti.parse_weekdays)] = Field(default_factory=list)  # type: ignore[valid-type]
+    days_of_month: list[_span(ti.parse_days_of_month)] = Field(default_factory=list)  # type: ignore[valid-type]
+    months: list[_span(ti.parse_months)] = Field(default_factory=list)  # type: ignore[valid-type]
+    years: list[_span(ti.parse_years)] = Field(default_factory=list)  # type: ignore[valid-type]
+    location: str = "UTC"
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, v: str) -> str:
+        ti.parse_location(v)
+        return v
+
+    def compile(self) -> ti.TimeInterval:
+        return ti.TimeInterval(
+            times=tuple(ti.Span(t.start_time, t.end_time) for t in self.times),
+            weekdays=tuple(self.weekdays),
+            days_of_month=tuple(self.days_of_month),
+            months=tuple(self.months),
+            years=tuple(self.years),
+            location=ti.parse_location(self.location),
+            local=self.location == "Local",
+        )
+
+
+class NamedTimeIntervalConfig(_Strict):
+    name: Name
+    time_intervals: list[TimeIntervalConfig] = Field(default_factory=list)
 
 
 class SourceConfig(SourceSpec):
@@ -98,6 +183,8 @@ class ServerConfig(_Strict):
     listen: str = "127.0.0.1:9464"
     api_token: SecretStr | None = None
     external_url: str | None = None
+    # POST /api/v2/alerts: Prometheus sends no token by default, so the Alertmanager intake is open unless asked.
+    intake_requires_token: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -117,20 +204,25 @@ class ServerConfig(_Strict):
 
 
 class CostConfig(_Strict):
-    currency: str = "USD"
-    monthly_budget: float | None = None
-    rates: list[dict[str, Any]] = Field(default_factory=list)
+    """`cost:` — see docs/metrics.md#cost and sentinel/cost/rates.py."""
+
+    currency: Annotated[str, Field(min_length=1, max_length=16)] = "USD"
+    monthly_budget: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    rates: list[RateConfig] = Field(default_factory=list)
 
 
 class Config(_Strict):
     sources: list[SourceConfig] = Field(default_factory=list)
     rule_files: list[str] = Field(default_factory=list)
     evaluation_interval: Duration = timedelta(seconds=15)
+    # Alertmanager's global.resolve_timeout: how long a posted alert without endsAt stays firing unless re-posted.
+    resolve_timeout: Duration = timedelta(minutes=5)
     calendars: dict[Name, CalendarConfig] = Field(default_factory=dict)
     receivers: list[ReceiverConfig] = Field(min_length=1)
     route: RouteConfig
     inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
-    time_intervals: list[dict[str, Any]] = Field(default_factory=list)
+    correlation: CorrelationConfig | None = None
+    time_intervals: list[NamedTimeIntervalConfig] = Field(default_factory=list)
     cost: CostConfig = CostConfig()
     store: StoreConfig = StoreConfig()
     server: ServerConfig = ServerConfig()
@@ -221,6 +313,44 @@ def _route_problems(doc: Document, cfg: Config) -> list[Problem]:
                     f"(known: {', '.join(sorted(known))})",
                 )
             )
+        if route.escalate_to is not None and route.escalate_to not in known:
+            problems.append(
+                doc.problem(
+                    (*path, "escalate_to"),
+                    f"{dotted(path)}.escalate_to: {route.escalate_to!r} is not defined under receivers "
+                    f"(known: {', '.join(sorted(known))})",
+                )
+            )
+        if (route.escalate_to is None) != (route.escalate_after is None):
+            field = "escalate_to" if route.escalate_to is not None else "escalate_after"
+            problems.append(
+                doc.problem(
+                    (*path, field),
+                    f"{dotted(path)}.{field}: escalate_after and escalate_to go together; set both or neither",
+                )
+            )
+        for i, child in enumerate(route.routes):
+            walk(child, (*path, "routes", i))
+
+    walk(cfg.route, ("route",))
+    return problems + _time_interval_problems(doc, cfg)
+
+
+def _time_interval_problems(doc: Document, cfg: Config) -> list[Problem]:
+    """Interval names are unique, and a route may only name defined ones (Alertmanager refuses both too)."""
+    problems: list[Problem] = []
+    defined: set[str] = set()
+    for i, named in enumerate(cfg.time_intervals):
+        if named.name in defined:
+            problems.append(doc.problem(("time_intervals", i, "name"), f"time_intervals: {named.name!r} is repeated"))
+        defined.add(named.name)
+
+    def walk(route: RouteConfig, path: tuple[str | int, ...]) -> None:
+        for key in ("mute_time_intervals", "active_time_intervals"):
+            for i, name in enumerate(getattr(route, key)):
+                if name not in defined:
+                    message = f"{key}: {name!r} is not defined under time_intervals"
+                    problems.append(doc.problem((*path, key, i), message))
         for i, child in enumerate(route.routes):
             walk(child, (*path, "routes", i))
 

@@ -19,13 +19,22 @@ from loguru import logger
 from adapters.http import PoliteClient
 from adapters.registry import adapter_for
 from sentinel import logs
+from sentinel.alerting.ack import AckBook
+from sentinel.alerting.alert import Alert
+from sentinel.alerting.delivery import correlator_for, delivery_options
 from sentinel.alerting.dispatch import Dispatcher
+from sentinel.alerting.inhibit import Inhibitor
+from sentinel.alerting.intents import IntentLog
+from sentinel.alerting.muter import Muting
 from sentinel.alerting.nflog import NotificationLog
 from sentinel.alerting.pipeline import build_pipelines
 from sentinel.alerting.route import Route
+from sentinel.alerting.silences import Silences
+from sentinel.alerting.time_intervals import TimeIntervals
 from sentinel.calendars import Calendars
 from sentinel.clock import Clock, SystemClock
 from sentinel.config import Config, LoadedConfig, load_config
+from sentinel.kpi.hooks import Kpis
 from sentinel.metrics import Metrics
 from sentinel.model import PollResult, RunUpdate, TaskUpdate
 from sentinel.notify.base import Integration
@@ -58,12 +67,37 @@ class Daemon:
         self.history = History(MAX_RUNS_PER_PIPELINE)
         self.store = Store(_store_path(loaded))
         self.nflog = NotificationLog(self.store)
+        self.acks = AckBook(self.store)
+        self.intents = IntentLog(self.store)
         self.engine = RuleEngine(rules or load_rules(loaded.rule_paths), _source_labels(self.config))
         self.engine.extras["calendars"] = Calendars(self.config.calendars)
+        self.kpis = Kpis(self.metrics, self.clock, self.history, self.config.cost)
+        self.engine.extras["cost"] = self.kpis.cost
         self._integrations = integrations or _default_integrations
         self._transport = transport
         self.serve_http = serve_http
-        self.dispatcher = Dispatcher(Route.build(self.config.route), {}, self.clock)
+        self.dispatcher = Dispatcher(
+            Route.build(self.config.route),
+            {},
+            self.clock,
+            nflog=self.nflog,
+            acks=self.acks,
+            store=self.store,
+            correlator=correlator_for(self.config),
+            on_incident=self.metrics.incidents.inc,
+        )
+        self.silences = Silences(self.store)
+        self.inhibitor = Inhibitor(self.config.inhibit_rules)
+        self.muting = Muting(
+            self.silences,
+            self.inhibitor,
+            TimeIntervals.of(self.config.time_intervals),
+            Route.build(self.config.route),
+            store=self.store,
+            on_suppressed=lambda reason: self.metrics.alerts_suppressed.labels(reason).inc(),
+        )
+        # Every alert the dispatcher hears of (rules, POST /api/v2/alerts) may be an inhibition source.
+        self.dispatcher.put = self._observed(self.dispatcher.put)  # type: ignore[method-assign]
         self.pollers: dict[str, SourcePoller] = {}
         self.clients: list[PoliteClient] = []
         self.attempted: set[str] = set()
@@ -85,9 +119,11 @@ class Daemon:
         await self._restore()
         # Apprise loads ~190 plugins on first use: off the loop.
         receivers = await asyncio.to_thread(self._integrations, self.config)
-        self.dispatcher.set_routes(
-            Route.build(self.config.route), build_pipelines(receivers, self.nflog, on_outcome=self._on_outcome)
-        )
+        self.dispatcher.set_routes(Route.build(self.config.route), self._pipelines(receivers))
+        await self._restore_delivery()
+        # Restored groups may flush before an evaluation re-offers their alerts: inhibition must see them first.
+        restored = [a for g in self.dispatcher.groups.values() for a in g.alerts.values()]
+        self.inhibitor.observe(restored, self.clock.now())
         self.metrics.config_last_reload_successful.set(1)
         for spec in self.config.sources:
             self._start_poller(spec)
@@ -159,9 +195,38 @@ class Daemon:
         for _source, _pipeline, run, tasks in rows:
             self.history.load_run(RunUpdate.model_validate(run), [TaskUpdate.model_validate(t) for t in tasks or []])
         self.engine.restore(await self.store.all(RULE_STATE))
+        await self.kpis.restore(self.store, self.engine)
         await self.nflog.load(self.clock.now())
+        await self.muting.load(self.clock.now())
         if rows:
             logger.info("restored {} run(s) and {} alert instance(s)", len(rows), len(self.engine.instance_list()))
+
+    async def _restore_delivery(self) -> None:
+        # Order matters: the notification log first, then the intents a crash left (they write to the log),
+        # then the groups (their timers assume both).
+        await self.acks.load(self.clock.now())
+        await self.intents.reconcile(
+            self.nflog, lambda receiver, _i: self.metrics.notifications.labels(receiver, "possibly_delivered").inc()
+        )
+        await self.dispatcher.restore()
+
+    def _pipelines(self, receivers: dict[str, list[Integration]]) -> dict[str, Any]:
+        return build_pipelines(
+            receivers,
+            self.nflog,
+            on_outcome=self._on_outcome,
+            acks=self.acks,
+            intents=self.intents,
+            options=delivery_options(self.config),
+            muting=self.muting,
+        )
+
+    def _observed(self, put: Callable[[list[Alert]], None]) -> Callable[[list[Alert]], None]:
+        def put_and_observe(alerts: list[Alert]) -> None:
+            self.inhibitor.observe(alerts, self.clock.now())
+            put(alerts)
+
+        return put_and_observe
 
     def _on_outcome(self, receiver: str, outcome: str, seconds: float) -> None:
         self.metrics.notifications.labels(receiver, outcome).inc()
@@ -174,14 +239,12 @@ class Daemon:
         self.metrics.source_up.labels(result.source).set(1 if result.health.reachable else 0)
         changes = self.history.apply(result)
         await self._persist_runs(changes.runs, changes.tasks)
-        for run in changes.finished:
-            self.metrics.pipeline_runs.labels(run.source, run.pipeline, run.state.value).inc()
-            if run.duration_seconds is not None:
-                self.metrics.pipeline_run_duration.labels(run.source, run.pipeline).observe(run.duration_seconds)
+        self.kpis.on_changes(changes)
         if changes.health_changed:
             await self.evaluate()
         elif changes.finished:
             await self.evaluate(only={r.key for r in changes.finished})
+        await self.kpis.persist(self.store)  # after evaluating: a scrape must not see a run before its alert
         await self._settle(result)
 
     async def _settle(self, result: PollResult) -> None:
@@ -203,10 +266,14 @@ class Daemon:
             # the next poll is about to show; the API would list them and a resolution would follow.
             return
         async with self._eval_lock:
-            alerts = self.engine.evaluate(self.history, self.clock.now(), only)
+            now = self.clock.now()
+            alerts = self.engine.evaluate(self.history, now, only)
             self.dispatcher.put(alerts)
+            await self.dispatcher.save()
             self._update_alert_gauge()
+            self.kpis.on_evaluate(self.engine, self.dispatcher.route, now, full=only is None)
             await self._persist_rule_state()
+            await self.kpis.persist(self.store)
 
     async def _tick_loop(self) -> None:
         interval = self.config.evaluation_interval.total_seconds()
@@ -272,10 +339,12 @@ class Daemon:
         logs.add_secrets(logs.secrets_of(self.config))
         self.engine.source_labels = _source_labels(self.config)
         self.engine.extras["calendars"] = Calendars(self.config.calendars)
+        self.kpis.reload(self.config.cost)
         self.engine.replace_rules(rules, self.clock.now())
-        self.dispatcher.set_routes(
-            Route.build(self.config.route), build_pipelines(receivers, self.nflog, on_outcome=self._on_outcome)
-        )
+        self.dispatcher.correlator = correlator_for(self.config, self.dispatcher.correlator)
+        self.inhibitor.set_rules(self.config.inhibit_rules)
+        self.muting.configure(Route.build(self.config.route), TimeIntervals.of(self.config.time_intervals))
+        self.dispatcher.set_routes(Route.build(self.config.route), self._pipelines(receivers))
         for spec in self.config.sources:
             if spec.name not in old_sources:
                 self._start_poller(spec)

@@ -50,6 +50,10 @@ route:
   group_wait: 1s
   group_interval: 10s
   repeat_interval: 4h
+inhibit_rules:                    # a source that is down explains every other alert of that source
+  - source_matchers: ['alertname="SourceDown"']
+    target_matchers: ['alertname!="SourceDown"']
+    equal: [source]
 store: {{path: state.db}}
 server: {{listen: "127.0.0.1:{port}"}}
 """

@@ -5,17 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v promtool >/dev/null 2>&1; then
+# Debian's Prometheus (promtool and the server for the end-to-end test) and Alertmanager (the differential
+# test's and the benchmark's peer).
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "promtool missing: run 'sudo apt-get install prometheus'" >&2
+    echo "missing Debian packages: run 'sudo apt-get install ${missing[*]}'" >&2
   fi
 fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,anomaly]'
 
 # The three scheduler stacks install in parallel (cached after the first run).
 .venv/bin/python -m tests.servers.venvs all

@@ -1,27 +1,45 @@
 """Routes alerts into aggregation groups and flushes each group on its own timer.
 
-A group's first flush waits `group_wait` (to batch a burst), later flushes come every `group_interval`;
-whether a flush actually notifies is the dedup stage's decision, as in Alertmanager. Nothing is flushed
-until `ready` is set (every source polled once), so a restart cannot leak an alert that a fuller
-picture would have suppressed.
+A group's first flush waits `group_wait` (to batch a burst); a change (a new alert, a resolution) is flushed
+`group_interval` after the previous flush; whether a flush actually notifies is the dedup stage's decision,
+as in Alertmanager. Unlike Alertmanager, a group with nothing new sleeps until its repeat is due
+(last notification + `repeat_interval`) instead of waking every `group_interval` to find out, so a 4h
+repeat is sent at 4h, not up to one group_interval late.
+
+Two overrides of plain grouping live here too, because both move alerts between groups: escalation (an
+alert still firing and unacknowledged `escalate_after` its first notification is copied into a group for
+the `escalate_to` receiver) and correlation (see correlation.py). Nothing is flushed until `ready` is set
+(every source polled once), so a restart cannot leak an alert that a fuller picture would have suppressed.
+Groups are persisted, so after a restart pending ones flush on their original schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from loguru import logger
 
+from sentinel.alerting import groups_store
+from sentinel.alerting.ack import Ack, AckBook
 from sentinel.alerting.alert import Alert, fingerprint, labelset
+from sentinel.alerting.correlation import Correlator
+from sentinel.alerting.nflog import NotificationLog
 from sentinel.alerting.route import Route
 from sentinel.alerting.stage import FlushContext, Stage
 from sentinel.clock import Clock
+from sentinel.store import Store
 
 MAX_FLUSHES_IN_FLIGHT = 64
+SAVE_EVERY_S = 0.5
+# "Never again in this episode": the escalation receiver is told once, and of the resolution.
+NEVER = timedelta(days=3650)
+
+ROUTE, ESCALATION, INCIDENT = "route", "escalation", "incident"
 
 
 @dataclass
@@ -33,72 +51,286 @@ class AggregationGroup:
     alerts: dict[str, Alert] = field(default_factory=dict)
     flushing: bool = False
     flushes: int = 0
+    kind: str = ROUTE
+    last_flush: datetime | None = None
+    changed: bool = True  # something to tell since the last flush
+    notified_at: dict[str, datetime] = field(default_factory=dict)  # fingerprint -> first notified (this episode)
+    escalated: set[str] = field(default_factory=set)
+    next_escalation: datetime | None = None
+
+    @property
+    def receiver(self) -> str:
+        return self.route.opts.receiver
+
+    def dump(self) -> dict[str, Any]:
+        return groups_store.dump_group(
+            kind=self.kind,
+            route_key=self.route.key,
+            receiver=self.receiver,
+            labels=self.labels,
+            alerts=list(self.alerts.values()),
+            next_flush=self.next_flush,
+            last_flush=self.last_flush,
+            changed=self.changed,
+            notified_at=self.notified_at,
+            escalated=self.escalated,
+        )
+
+
+def escalation_route(route: Route) -> Route:
+    opts = route.opts
+    assert opts.escalate_to is not None
+    esc = replace(
+        opts,
+        receiver=opts.escalate_to,
+        group_wait=timedelta(0),
+        repeat_interval=NEVER,
+        escalate_after=None,
+        escalate_to=None,
+    )
+    return Route(route.key, esc, route.matchers, route.continue_)
 
 
 class Dispatcher:
-    def __init__(self, route: Route, pipelines: Mapping[str, Stage], clock: Clock) -> None:
+    def __init__(
+        self,
+        route: Route,
+        pipelines: Mapping[str, Stage],
+        clock: Clock,
+        *,
+        nflog: NotificationLog | None = None,
+        acks: AckBook | None = None,
+        store: Store | None = None,
+        correlator: Correlator | None = None,
+        on_incident: Callable[[], None] | None = None,
+    ) -> None:
         self.route = route
         self.pipelines = dict(pipelines)
         self.clock = clock
+        self.nflog = nflog
+        self.acks = acks
+        self.store = store
+        self.correlator = correlator
+        self.on_incident = on_incident
         self.groups: dict[str, AggregationGroup] = {}
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_FLUSHES_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dirty: set[str] = set()
+        self._gone: set[str] = set()
         # fingerprint -> ends_at of resolutions already flushed; rules keep re-offering resolved alerts
         # for a while, and a flushed resolution must not start a new group.
         self._resolved_done: dict[str, datetime] = {}
+        if acks is not None:
+            acks.listeners.append(self._acknowledged)
 
+    # -- intake ------------------------------------------------------------------------------------
     def put(self, alerts: list[Alert]) -> None:
         now = self.clock.now()
         for a in alerts:
             if a.ends_at is not None and self._resolved_done.get(a.fingerprint) == a.ends_at:
                 continue
+            incident, backlog = self.correlator.observe(a, now) if self.correlator else (None, [])
             labels = a.label_map
             for route in self.route.match(labels):
-                glabels = route.group_labels(labels)
-                gkey = f"{route.key}:{fingerprint(labelset(glabels))}"
-                group = self.groups.get(gkey)
-                if group is None:
-                    wait = route.opts.group_wait
-                    # Alertmanager flushes at once when the alert's own group_wait is already over.
-                    first = now if a.starts_at is not None and a.starts_at + wait < now else now + wait
-                    group = self.groups[gkey] = AggregationGroup(gkey, route, glabels, first)
-                group.alerts[a.fingerprint] = a
+                if incident is not None:
+                    assert self.correlator is not None
+                    group = self._group(
+                        f"{INCIDENT}:{route.key}:{incident}", route, self.correlator.group_labels(incident, a), a, now
+                    )
+                    group.kind = INCIDENT
+                    self._pull_in(group, backlog, incident, now)
+                else:
+                    glabels = route.group_labels(labels)
+                    group = self._group(f"{route.key}:{fingerprint(labelset(glabels))}", route, glabels, a, now)
+                self._add(group, a, now)
+                esc = self.groups.get(f"{ESCALATION}:{group.key}")
+                if esc is not None and a.fingerprint in esc.alerts:
+                    self._add(esc, a, now)
+            if backlog and self.on_incident is not None:
+                self.on_incident()
+        self._wake.set()
+
+    def _group(self, key: str, route: Route, labels: dict[str, str], a: Alert, now: datetime) -> AggregationGroup:
+        group = self.groups.get(key)
+        if group is None:
+            wait = route.opts.group_wait
+            # Alertmanager flushes at once when the alert's own group_wait is already over.
+            first = now if a.starts_at is not None and a.starts_at + wait < now else now + wait
+            group = self.groups[key] = AggregationGroup(key, route, labels, first)
+            self._dirty.add(key)
+        return group
+
+    def _add(self, group: AggregationGroup, a: Alert, now: datetime) -> None:
+        old = group.alerts.get(a.fingerprint)
+        group.alerts[a.fingerprint] = a
+        if old == a:
+            return
+        self._dirty.add(group.key)
+        if old is None or old.resolved_at(now) != a.resolved_at(now):
+            group.changed = True
+            if group.last_flush is not None:
+                group.next_flush = min(group.next_flush, group.last_flush + group.route.opts.group_interval)
+
+    def _pull_in(self, incident: AggregationGroup, backlog: list[str], key: str, now: datetime) -> None:
+        """An incident just opened: move its earlier alerts out of their own (not yet notified) groups."""
+        assert self.correlator is not None
+        for fp in backlog:
+            for group in [g for g in self.groups.values() if g.kind == ROUTE and g.route.key == incident.route.key]:
+                a = group.alerts.get(fp)
+                if a is None or fp in group.notified_at or group.flushing:
+                    continue
+                del group.alerts[fp]
+                self._dirty.add(group.key)
+                if not group.alerts:
+                    self._drop(group)
+                self._add(incident, a, now)
+                # The incident was born now; its first flush waits group_wait from the first alert's group.
+                incident.next_flush = min(incident.next_flush, group.next_flush)
+                self.correlator.join(fp, key)
+
+    def _acknowledged(self, ack: Ack) -> None:
+        """An ack with an expiry must wake its groups when it runs out; escalation plans change at once."""
+        now = self.clock.now()
+        for group in self.groups.values():
+            if ack.fingerprint not in group.alerts or group.flushing:
+                continue
+            if ack.expires is not None:
+                after_tick = ack.expires
+                if group.last_flush is not None:
+                    after_tick = max(after_tick, group.last_flush + group.route.opts.group_interval)
+                group.next_flush = min(group.next_flush, after_tick)
+                self._dirty.add(group.key)
+            group.next_escalation = self._next_escalation(group, now)
         self._wake.set()
 
     def set_routes(self, route: Route, pipelines: Mapping[str, Stage]) -> None:
+        """A reload: new alerts follow the new tree; a live group whose route still exists (same key and
+        receiver) takes the new timers and escalation at once, others finish under the old ones."""
         self.route = route
         self.pipelines = dict(pipelines)
+        routes = {r.key: r for r in route.walk()}
+        now = self.clock.now()
+        for group in self.groups.values():
+            new = routes.get(group.route.key)
+            if new is None:
+                continue
+            if group.kind == ESCALATION:
+                if new.opts.escalate_to == group.receiver:
+                    group.route = escalation_route(new)
+            elif new.opts.receiver == group.receiver:
+                group.route = new
+                group.next_escalation = self._next_escalation(group, now)
+        self._wake.set()
 
+    # -- scheduling --------------------------------------------------------------------------------
     async def run(self) -> None:
         await self.ready.wait()
+        loop = asyncio.get_running_loop()
+        next_save = 0.0
         while True:
             self._wake.clear()
+            upcoming = self._start_due()
+            if (self._dirty or self._gone) and loop.time() >= next_save:
+                # Whoever put alerts in, they are on disk soon after; but a save rewrites each changed group
+                # whole, so a burst of requests or flushes is written at most every SAVE_EVERY_S, and never
+                # for more than a tenth of the time (per request, a burst of 100k alerts was quadratic).
+                started = loop.time()
+                try:
+                    await self.save()
+                except Exception as exc:  # a full disk must not stop delivery
+                    logger.opt(exception=exc).error("could not save aggregation groups")
+                next_save = loop.time() + max(SAVE_EVERY_S, 9 * (loop.time() - started))
             now = self.clock.now()
-            upcoming: datetime | None = None
-            for group in list(self.groups.values()):
-                if group.flushing:
-                    continue
-                if group.next_flush <= now:
-                    group.flushing = True
-                    task = asyncio.create_task(self._flush(group))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                elif upcoming is None or group.next_flush < upcoming:
-                    upcoming = group.next_flush
             timeout = None if upcoming is None else max(0.01, (upcoming - now).total_seconds())
+            if self._dirty or self._gone:
+                left = max(0.01, next_save - loop.time())
+                timeout = left if timeout is None else min(timeout, left)
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives just as the
             # event is set, and the daemon's stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
+    def _start_due(self) -> datetime | None:
+        now = self.clock.now()
+        self._escalate(now)
+        upcoming: datetime | None = None
+        for group in list(self.groups.values()):
+            if group.flushing:
+                continue
+            if group.next_flush <= now:
+                group.flushing = True
+                task = asyncio.create_task(self._flush(group))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                continue
+            for t in (group.next_flush, group.next_escalation):
+                if t is not None and (upcoming is None or t < upcoming):
+                    upcoming = t
+        return upcoming
+
+    async def flush_due(self) -> int:
+        """Flush every group that is due now and wait for them: what `run` does on a tick, for a frozen
+        clock (tests, backtests). Returns how many groups were flushed."""
+        now = self.clock.now()
+        self._escalate(now)
+        due = [g for g in self.groups.values() if not g.flushing and g.next_flush <= now]
+        for g in due:
+            g.flushing = True
+        await asyncio.gather(*(self._flush(g) for g in due))
+        await self.save()
+        return len(due)
+
+    def _acked(self, fp: str, now: datetime) -> bool:
+        return self.acks is not None and self.acks.is_acked(fp, now)
+
+    def _escalate(self, now: datetime) -> None:
+        for group in list(self.groups.values()):
+            if group.next_escalation is None or group.next_escalation > now:
+                continue
+            after = group.route.opts.escalate_after
+            assert after is not None
+            for fp, first in list(group.notified_at.items()):
+                a = group.alerts.get(fp)
+                if fp in group.escalated or first + after > now or a is None or a.resolved_at(now):
+                    continue
+                if self._acked(fp, now):
+                    continue
+                key = f"{ESCALATION}:{group.key}"
+                esc = self.groups.get(key)
+                if esc is None:
+                    esc = self.groups[key] = AggregationGroup(
+                        key, escalation_route(group.route), dict(group.labels), now, kind=ESCALATION
+                    )
+                self._add(esc, a, now)
+                group.escalated.add(fp)
+                self._dirty.add(group.key)
+                logger.info("escalating {} to {} (unacknowledged for {})", a.name or fp, esc.receiver, after)
+            group.next_escalation = self._next_escalation(group, now)
+
+    def _next_escalation(self, group: AggregationGroup, now: datetime) -> datetime | None:
+        after = group.route.opts.escalate_after
+        if after is None or group.kind == ESCALATION or group.route.opts.escalate_to is None:
+            return None
+        times = [
+            first + after
+            for fp, first in group.notified_at.items()
+            if fp not in group.escalated
+            and (a := group.alerts.get(fp)) is not None
+            and not a.resolved_at(now)
+            and not self._acked(fp, now)
+        ]
+        return min(times, default=None)
+
+    # -- flushing ----------------------------------------------------------------------------------
     async def _flush(self, group: AggregationGroup) -> None:
         async with self._slots:
             now = self.clock.now()
             alerts = list(group.alerts.values())
             opts = group.route.opts
+            group.changed = False
             ctx = FlushContext(
                 now=now,
                 group_key=group.key,
@@ -106,6 +338,7 @@ class Dispatcher:
                 receiver=opts.receiver,
                 repeat_interval=opts.repeat_interval,
                 deadline=now + max(opts.group_interval, timedelta(seconds=1)),
+                extra={"kind": group.kind, "route_key": group.route.key},
             )
             ok = False
             try:
@@ -118,26 +351,143 @@ class Dispatcher:
             except Exception as exc:  # one group's failure must not stop the others
                 logger.opt(exception=exc).debug("flush of group {} failed", group.key)
             finally:
-                self._after_flush(group, alerts, now, ok)
+                self._after_flush(group, alerts, now, ok)  # wakes `run`, which saves the group
 
     def _after_flush(self, group: AggregationGroup, sent: list[Alert], now: datetime, ok: bool) -> None:
         group.flushes += 1
+        group.last_flush = now
+        if not ok:
+            group.changed = True  # try again on the next group_interval tick
+        entries = self.nflog.for_group(group.key, group.receiver) if self.nflog is not None else {}
+        for e in entries.values():
+            for fp in e.firing:
+                a = group.alerts.get(fp)
+                if a is not None and not a.resolved_at(now):
+                    group.notified_at.setdefault(fp, e.timestamp)
         if ok:
+            if self.acks is not None and self.acks.lapsed:
+                self.acks.lapsed.difference_update(a.fingerprint for a in sent)
             for a in sent:
                 if a.resolved_at(now) and group.alerts.get(a.fingerprint) is a:
                     del group.alerts[a.fingerprint]
                     assert a.ends_at is not None
                     self._resolved_done[a.fingerprint] = a.ends_at
-        cutoff = now - timedelta(hours=1)
+                    self._end_episode(group, a.fingerprint)
         if len(self._resolved_done) > 10_000:
+            cutoff = now - timedelta(hours=1)
             self._resolved_done = {k: v for k, v in self._resolved_done.items() if v > cutoff}
-        group.next_flush = now + group.route.opts.group_interval
+        self._schedule(group, now, ok)
         group.flushing = False
+        self._dirty.add(group.key)
         if not group.alerts:
-            self.groups.pop(group.key, None)
+            self._drop(group)
         self._wake.set()
+
+    def _end_episode(self, group: AggregationGroup, fp: str) -> None:
+        group.notified_at.pop(fp, None)
+        group.escalated.discard(fp)
+        if self.acks is not None:
+            self.acks.clear(fp)
+        if self.correlator is not None and group.kind != ESCALATION:
+            self.correlator.forget(fp)
+
+    def _schedule(self, group: AggregationGroup, now: datetime, ok: bool) -> None:
+        """Next flush: a group_interval tick while something is untold, else the repeat; sooner if an alert
+        is due to resolve by itself or an acknowledgement runs out."""
+        opts = group.route.opts
+        tick = now + opts.group_interval
+        firing = {fp for fp, a in group.alerts.items() if not a.resolved_at(now)}
+        expected = {fp for fp in firing if not self._acked(fp, now)}
+        settled = False
+        nxt = tick
+        if ok and not group.changed and self.nflog is not None:
+            entries = self.nflog.for_group(group.key, group.receiver)
+            if not expected:
+                settled, nxt = True, now + NEVER  # every firing alert is acknowledged: nothing to repeat
+            elif entries and all(e.firing == expected for e in entries.values()):
+                settled = True
+                nxt = min(e.timestamp for e in entries.values()) + opts.repeat_interval
+        if not settled:
+            nxt = tick
+        ends = [a.ends_at for a in group.alerts.values() if a.ends_at is not None and a.ends_at > now]
+        if ends:
+            nxt = min(nxt, max(min(ends), tick))
+        if self.acks is not None and (expiry := self.acks.next_expiry(firing, now)) is not None:
+            nxt = min(nxt, max(expiry, tick))
+        group.next_flush = nxt
+        group.next_escalation = self._next_escalation(group, now)
+
+    def _drop(self, group: AggregationGroup) -> None:
+        if self.groups.get(group.key) is group:
+            del self.groups[group.key]
+            self._gone.add(group.key)
+            self._dirty.discard(group.key)
+
+    # -- persistence -------------------------------------------------------------------------------
+    async def save(self) -> None:
+        """Write the groups changed since the last save (called after intake and after every flush)."""
+        if self.store is None or not (self._dirty or self._gone):
+            return
+        dirty, gone = self._dirty, self._gone
+        self._dirty, self._gone = set(), set()
+        items = {k: self.groups[k].dump() for k in dirty if k in self.groups}
+        await self.store.put_many(groups_store.NS, items, delete=gone - items.keys())
+        if self.acks is not None:
+            await self.acks.save()
+
+    async def restore(self) -> int:
+        """Bring back the groups of the previous run, on their original timers. Alerts whose route is gone
+        (the configuration changed) are routed again as if new."""
+        if self.store is None:
+            return 0
+        routes = {r.key: r for r in self.route.walk()}
+        now = self.clock.now()
+        orphans: list[Alert] = []
+        stale: list[str] = []
+        for key, d in (await self.store.all(groups_store.NS)).items():
+            alerts = [groups_store.restore_alert(x) for x in d["alerts"]]
+            route = routes.get(d["route_key"])
+            kind = d["kind"]
+            if route is not None and kind == ESCALATION:
+                route = escalation_route(route) if route.opts.escalate_to == d["receiver"] else None
+            elif route is not None and route.opts.receiver != d["receiver"]:
+                route = None
+            if kind == INCIDENT and self.correlator is None:
+                route = None
+            if route is None:
+                stale.append(key)
+                if kind != ESCALATION:
+                    orphans.extend(alerts)
+                continue
+            next_flush, last_flush, notified_at = groups_store.restore_times(d)
+            group = AggregationGroup(
+                key,
+                route,
+                dict(d["labels"]),
+                next_flush,
+                {a.fingerprint: a for a in alerts},
+                kind=kind,
+                last_flush=last_flush,
+                changed=bool(d["changed"]),
+                notified_at=notified_at,
+                escalated=set(d["escalated"]),
+            )
+            group.next_escalation = self._next_escalation(group, now)
+            self.groups[key] = group
+            if kind == INCIDENT and self.correlator is not None:
+                incident_key = key.split(":", 2)[2]
+                for fp in group.alerts:
+                    self.correlator.join(fp, incident_key)
+        if stale:
+            await self.store.put_many(groups_store.NS, {}, delete=stale)
+        if orphans:
+            self.put(orphans)
+        if self.groups:
+            logger.info("restored {} pending aggregation group(s)", len(self.groups))
+        return len(self.groups)
 
     async def stop(self) -> None:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.save()

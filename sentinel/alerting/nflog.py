@@ -39,10 +39,27 @@ def entry_key(group_key: str, receiver: str, integration: str) -> str:
     return f"{receiver}\x1f{integration}\x1f{group_key}"
 
 
+def split_key(key: str) -> tuple[str, str, str]:
+    """entry key -> (receiver, integration, group_key)."""
+    receiver, integration, group_key = key.split("\x1f", 2)
+    return receiver, integration, group_key
+
+
 class NotificationLog:
     def __init__(self, store: Store | None = None) -> None:
         self.store = store
         self.entries: dict[str, Entry] = {}
+        # (group_key, receiver) -> integration -> entry: the dispatcher asks per group when it was last told.
+        self._by_group: dict[tuple[str, str], dict[str, Entry]] = {}
+
+    def _index(self, key: str, entry: Entry) -> None:
+        if key.count("\x1f") < 2:
+            return  # not an entry_key (a caller's own key): nothing to index by group
+        receiver, integration, group_key = split_key(key)
+        self._by_group.setdefault((group_key, receiver), {})[integration] = entry
+
+    def for_group(self, group_key: str, receiver: str) -> dict[str, Entry]:
+        return dict(self._by_group.get((group_key, receiver), {}))
 
     async def load(self, now: datetime) -> None:
         if self.store is None:
@@ -54,6 +71,7 @@ class NotificationLog:
                 stale.append(k)
             else:
                 self.entries[k] = e
+                self._index(k, e)
         await self.store.put_many(NS, {}, delete=stale)
 
     def query(self, key: str) -> Entry | None:
@@ -62,5 +80,6 @@ class NotificationLog:
     async def log(self, key: str, firing: frozenset[str], resolved: frozenset[str], now: datetime) -> None:
         entry = Entry(firing, resolved, now)
         self.entries[key] = entry
+        self._index(key, entry)
         if self.store is not None:
             await self.store.put(NS, key, entry.dump())

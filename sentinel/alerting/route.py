@@ -33,6 +33,8 @@ class RouteOpts:
     repeat_interval: timedelta
     mute_time_intervals: tuple[str, ...] = ()
     active_time_intervals: tuple[str, ...] = ()
+    escalate_after: timedelta | None = None
+    escalate_to: str | None = None
 
     @property
     def group_by_all(self) -> bool:
@@ -59,6 +61,8 @@ class Route:
             ),
             mute_time_intervals=tuple(cfg.mute_time_intervals),
             active_time_intervals=tuple(cfg.active_time_intervals),
+            escalate_after=cfg.escalate_after or (parent.escalate_after if parent else None),
+            escalate_to=cfg.escalate_to or (parent.escalate_to if parent else None),
         )
         route = cls(key, opts, cfg.matchers, cfg.continue_)
         route.routes = [cls.build(c, opts, f"{key}.{i}") for i, c in enumerate(cfg.routes)]

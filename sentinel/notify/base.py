@@ -10,9 +10,12 @@ from sentinel.alerting.stage import FlushContext
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, maybe_delivered: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        # The request left and no answer came back (a read timeout): the message may have arrived. A paid
+        # channel (SMS) is then not retried: a second SMS is worse than a possibly missing one.
+        self.maybe_delivered = maybe_delivered
 
 
 class Integration(Protocol):

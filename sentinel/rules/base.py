@@ -119,6 +119,11 @@ class RuleBase(Strict):
 class Finding:
     labels: Mapping[str, str]  # identity labels beyond alertname/severity: source, pipeline, task, component
     variables: Mapping[str, Any] = field(default_factory=dict)  # for annotation templates
+    # A finding may stand for a second alert of its rule (a deadline's `DeadlineAtRisk` warning): its own
+    # alertname, severity and annotation templates instead of the rule's. None: the rule's.
+    alertname: str | None = None
+    severity: str | None = None
+    annotations: Mapping[str, str] | None = None
 
 
 def _always(_labels: Mapping[str, str]) -> bool:

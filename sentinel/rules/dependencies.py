@@ -112,13 +112,28 @@ def resolve(
     history: History,
     now: datetime,
     assets: AssetIndex | None = None,
+    moved: Mapping[tuple[str, str], PipelineKey] | None = None,
 ) -> dict[tuple[str, str], Verdict]:
     """(rule id, fingerprint) -> new annotations and inhibited_by, for every pending or firing instance
     whose dependency view changed. Resolved instances keep the view they resolved with.
 
-    `assets` lets a caller keep the reverse asset index between evaluations (see `AssetIndex`)."""
+    `assets` lets a caller keep the reverse asset index between evaluations (see `AssetIndex`).
+    `moved`, when given, names the instances ((rule id, fingerprint) -> pipeline, forgotten ones too) whose
+    state moved since the previous call, whose verdicts the caller applied, with the rules and pipeline
+    metadata unchanged: then only those, and effects on or downstream of a moved cause's pipeline, are
+    judged — nothing else's view can have changed. A tick at 10,000 pipelines moves a handful."""
     live = [i for i in instances if i.state in _LIVE and i.rule in rules]
     causes = [i for i in live if i.state == "firing" and rules[i.rule].kind in CAUSE_KINDS]
+    graph = _Graph(rules, history, causes, assets or AssetIndex())
+    if moved is not None:
+        touched = {k for (rid, _), k in moved.items() if rid in rules and rules[rid].kind in CAUSE_KINDS}
+        for k in list(touched):
+            touched.update(graph.downstream_of(k, now))
+        live = [
+            i
+            for i in live
+            if (i.rule, i.fingerprint) in moved or (rules[i.rule].kind in EFFECT_KINDS and graph.key(i) in touched)
+        ]
     if not causes:
         # The common tick: nothing upstream is wrong. Only clear what an earlier evaluation wrote.
         return {
@@ -127,7 +142,6 @@ def resolve(
             if i.inhibited_by or _has_dependency_annotations(i.annotations)
         }
 
-    graph = _Graph(rules, history, causes, assets or AssetIndex())
     out: dict[tuple[str, str], Verdict] = {}
     for inst in live:
         kind = rules[inst.rule].kind
@@ -285,14 +299,27 @@ class _Graph:
 
 
 def _key(inst: Instance) -> PipelineKey:
+    # Every evaluation asks for the key of every firing cause; an instance's labels never change, so the
+    # answer is kept per labels object (checked by identity, bounded by clearing).
+    labels = inst.labels
+    hit = _KEYS.get(id(labels))
+    if hit is not None and hit[0] is labels:
+        return hit[1]
     # Labels are a short sorted tuple; a scan beats building a dict for two lookups on this hot path.
     source = pipeline = ""
-    for k, v in inst.labels:
+    for k, v in labels:
         if k == "pipeline":
             pipeline = v
         elif k == "source":
             source = v
-    return PipelineKey(source, pipeline)
+    key = PipelineKey(source, pipeline)
+    if len(_KEYS) > 100_000:
+        _KEYS.clear()
+    _KEYS[id(labels)] = (labels, key)
+    return key
+
+
+_KEYS: dict[int, tuple[LabelSet, PipelineKey]] = {}
 
 
 def _sort_key(inst: Instance) -> tuple[str, str, str]:

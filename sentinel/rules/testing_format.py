@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from sentinel.calendars import CalendarConfig
+from sentinel.config import InhibitRuleConfig, NamedTimeIntervalConfig, ReceiverConfig, RouteConfig
 from sentinel.durations import Duration, parse_duration
 from sentinel.model import RunState
 
@@ -212,6 +213,33 @@ class Expectation(_Strict):
     match: Literal["exact", "subset"] = "exact"
 
 
+def _alert_match(value: Any) -> Any:
+    # `PipelineFailed` is the short form of `{alertname: PipelineFailed}`
+    return {"alertname": value} if isinstance(value, str) else value
+
+
+AlertMatch = Annotated[dict[Label, str], BeforeValidator(_alert_match)]
+
+
+class ExpectedNotification(_Strict):
+    """One message a receiver must get: compared by instant, receiver, group labels and alert lists."""
+
+    at: TestAt
+    receiver: str
+    group: dict[Label, str] | None = None  # the group's labels (route group_by), exactly; omitted = any
+    firing: list[AlertMatch] = Field(default_factory=list)  # each: labels an alert carries (a subset of them)
+    resolved: list[AlertMatch] = Field(default_factory=list)
+
+
+def _notifications(value: Any) -> Any:
+    return {"expect": value} if isinstance(value, list) else value
+
+
+class NotificationsSpec(_Strict):
+    match: Literal["exact", "subset"] = "exact"
+    expect: list[ExpectedNotification] = Field(default_factory=list)
+
+
 class RuleTest(_Strict):
     name: Annotated[str, Field(min_length=1)]
     start: Start
@@ -221,6 +249,8 @@ class RuleTest(_Strict):
     health: list[HealthSpec] = Field(default_factory=list)
     import_errors: list[ImportErrorSpec] = Field(default_factory=list)
     evaluate: list[Expectation] = Field(min_length=1)
+    # Expected notifications (a list, or {match, expect}); needs the file's `config:` or `route:`/`receivers:`.
+    notifications: Annotated[NotificationsSpec, BeforeValidator(_notifications)] | None = None
 
     @field_validator("interval")
     @classmethod
@@ -233,4 +263,11 @@ class RuleTest(_Strict):
 class RuleTestFile(_Strict):
     rule_files: list[str] = Field(min_length=1)
     calendars: dict[str, CalendarConfig] = Field(default_factory=dict)  # as in sentinel.yaml
+    # For expected notifications: a sentinel.yaml to take route/receivers/inhibit_rules/time_intervals from,
+    # or the same keys written here.
+    config: str | None = None
+    route: RouteConfig | None = None
+    receivers: list[ReceiverConfig] = Field(default_factory=list)
+    inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
+    time_intervals: list[NamedTimeIntervalConfig] = Field(default_factory=list)
     tests: list[RuleTest] = Field(default_factory=list)

@@ -14,9 +14,11 @@ a time bound (the active set, read once by a starting adapter) walks all runs.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import hmac
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -27,6 +29,7 @@ from aiohttp import web
 
 from sentinel.clock import Clock, utc
 from sentinel.model import RunState
+from sentinel.sim.timeindex import TimeIndex
 from sentinel.sim.world import SimRun, SimTask, World
 
 __all__ = ["SIM_PASSWORD", "SIM_USERNAME", "airflow_app"]
@@ -72,6 +75,9 @@ _TASK_STATE_WORDS = frozenset(
     {"none", "scheduled", "queued", "running", "success", "failed", "up_for_retry", "up_for_reschedule",
      "upstream_failed", "skipped", "removed", "restarting", "deferred", "awaiting_input"}
 )  # fmt: skip
+
+_PAGING_PARAMS = frozenset({"cursor", "offset", "limit"})
+_VIEWS_KEPT = 16  # queries whose sorted rows are kept: a few feeds, each paged by one client at a time
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SortKey = Callable[[Any], tuple[Any, ...]]
@@ -121,6 +127,8 @@ class _AirflowFace:
         self._dag_names: list[str] = []
         self._dag_count = -1
         self._last_beat: dict[str, datetime] = {}
+        self._task_times = TimeIndex(world, "airflow", _task_instants)
+        self._views: OrderedDict[tuple[Any, ...], tuple[list[Any], list[tuple[Any, ...]]]] = OrderedDict()
 
     # ---------------------------------------------------------------------------------- plumbing
 
@@ -224,13 +232,16 @@ class _AirflowFace:
         if bad := [s for s in states if s not in _RUN_STATE_WORDS]:
             raise _ApiError(422, f"Invalid value for state: {bad[0]}. Valid values are {', '.join(_RUN_STATE_WORDS)}")
         lo, hi = _range(q, "updated_at")
-        runs = self._runs(dag_id, lo)
-        rows = [
-            r for r in runs
-            if _within(r.updated_at, lo, hi) and (not states or _RUN_WORDS[r.state] in states)
-        ]  # fmt: skip
+        self._known_dag(dag_id)
+
+        def rows() -> list[SimRun]:
+            return [
+                r for r in self._runs(dag_id, lo, hi)
+                if _within(r.updated_at, lo, hi) and (not states or _RUN_WORDS[r.state] in states)
+            ]  # fmt: skip
+
         sort = _run_sort(q.get("order_by", "id"))
-        return self._page(q, rows, sort, "dag_runs", self._run)
+        return self._page(request, rows, sort, "dag_runs", self._run)
 
     async def task_instances(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -246,19 +257,30 @@ class _AirflowFace:
             run = self.world.runs.get(run_id)
             if run is None or run.pipeline != dag_id:
                 raise _ApiError(404, f"DagRun with dag_id: `{dag_id}` and run_id: `{run_id}` was not found")
-            runs: Iterable[SimRun] = [run]
         else:
-            # A task change always touches its run, so runs changed since `lo` hold every task changed since.
-            runs = self._runs(dag_id, lo)
+            self._known_dag(dag_id)
         task_id = q.get("task_id")
-        rows = [
-            (run, t) for run in runs for t in run.tasks
-            if _within(t.updated_at or run.queued_at or run.scheduled_for, lo, hi)
-            and (not states or (_TASK_WORDS[t.state] or "none") in states)
-            and (task_id is None or t.task == task_id)
-        ]  # fmt: skip
+
+        def rows() -> list[tuple[SimRun, SimTask]]:
+            runs: Iterable[SimRun]
+            if run_id != "~":
+                runs = [self.world.runs[run_id]]
+            elif dag_id == "~" and lo is not None:
+                # Runs changed since `lo` with a task whose time is in the window: found by bisection, not by
+                # walking everything that changed after `lo` (a catch-up reads thousands of windows).
+                runs = [r for r in self._task_times.between(lo, hi) if r.updated_at >= lo]
+            else:
+                # A task change always touches its run, so runs changed since `lo` hold every task changed since.
+                runs = self._runs(dag_id, lo, None)
+            return [
+                (run, t) for run in runs for t in run.tasks
+                if _within(t.updated_at or run.queued_at or run.scheduled_for, lo, hi)
+                and (not states or (_TASK_WORDS[t.state] or "none") in states)
+                and (task_id is None or t.task == task_id)
+            ]  # fmt: skip
+
         sort = _task_sort(q.get("order_by", "map_index"))
-        return self._page(q, rows, sort, "task_instances", lambda rt: self._task(*rt))
+        return self._page(request, rows, sort, "task_instances", lambda rt: self._task(*rt))
 
     async def import_errors(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -290,24 +312,57 @@ class _AirflowFace:
             self._dag_names = sorted(n for n, p in self.world.pipelines.items() if p.system == "airflow")
         return self._dag_names
 
-    def _runs(self, dag_id: str, lo: datetime | None) -> Iterable[SimRun]:
+    def _known_dag(self, dag_id: str) -> None:
         if dag_id != "~":
             pipeline = self.world.pipelines.get(dag_id)
             if pipeline is None or pipeline.system != "airflow":
                 raise _ApiError(404, f"The Dag with ID: `{dag_id}` was not found")
+
+    def _runs(self, dag_id: str, lo: datetime | None, hi: datetime | None) -> Iterable[SimRun]:
+        if dag_id != "~":
+            self._known_dag(dag_id)
             return self.world.runs_of(dag_id)
-        if lo is not None:
-            return self.world.changed_since("airflow", lo)
+        if lo is not None:  # a run's updated_at is its last change, so the feed window is exactly the rows
+            return self.world.changed_between("airflow", lo, hi)
         return [r for r in self.world.runs.values() if r.system == "airflow"]
 
-    def _page(
-        self, q: Any, rows: list[Any], sort: tuple[SortKey, bool], field: str, render: Callable[[Any], Any]
-    ) -> web.Response:
+    def _view(
+        self, request: web.Request, build: Callable[[], list[Any]], sort: tuple[SortKey, bool]
+    ) -> tuple[list[Any], list[tuple[Any, ...]]]:
+        """The sorted rows of one query and their sort keys, shared by every page of it.
+
+        A client follows a window's `next_cursor` page after page; filtering and sorting the whole window
+        for each would make reading it cost its size times its page count. Any change to the world
+        (a touch, or a run dropped by the history bound) makes a new view.
+        """
+        params = tuple(sorted((k, v) for k, v in request.query.items() if k not in _PAGING_PARAMS))
+        ident = (request.path, params, self.world.version, len(self.world.runs))
+        hit = self._views.get(ident)
+        if hit is not None:
+            self._views.move_to_end(ident)
+            return hit
         key, desc = sort
+        rows = build()
         rows.sort(key=key, reverse=desc)
+        view = rows, [key(r) for r in rows]
+        self._views[ident] = view
+        if len(self._views) > _VIEWS_KEPT:
+            self._views.popitem(last=False)
+        return view
+
+    def _page(
+        self,
+        request: web.Request,
+        build: Callable[[], list[Any]],
+        sort: tuple[SortKey, bool],
+        field: str,
+        render: Callable[[Any], Any],
+    ) -> web.Response:
+        q = request.query
         limit = _limit(q)
         if "cursor" not in q:
             offset = _int(q, "offset", 0)
+            rows, _ = self._view(request, build, sort)
             return _json(
                 {
                     field: [render(r) for r in rows[offset : offset + limit]],
@@ -317,15 +372,25 @@ class _AirflowFace:
                     "previous_cursor": None,
                 }
             )
-        total = min(len(rows), CURSOR_COUNT_LIMIT)
+        after: tuple[Any, ...] | None = None
         if q["cursor"]:
             try:
                 after = tuple(orjson.loads(_unb64(q["cursor"])))
             except (ValueError, orjson.JSONDecodeError):
                 raise _ApiError(400, "Invalid cursor token") from None
-            rows = [r for r in rows if (key(r) < after if desc else key(r) > after)]
-        page = rows[:limit]
-        more = len(rows) > limit
+        rows, keys = self._view(request, build, sort)
+        total = min(len(rows), CURSOR_COUNT_LIMIT)
+        key, desc = sort
+        first = 0
+        if after is not None:
+            # Sorted, so the rows past the cursor are a suffix: find where it starts by bisection.
+            if desc:
+                cut = after
+                first = bisect.bisect_left(range(len(keys)), True, key=lambda i: keys[i] < cut)
+            else:
+                first = bisect.bisect_right(keys, after)
+        page = rows[first : first + limit]
+        more = len(rows) - first > limit
         return _json(
             {
                 field: [render(r) for r in page],
@@ -415,6 +480,11 @@ class _AirflowFace:
             "note": None,
             "rendered_map_index": None,
         }
+
+
+def _task_instants(run: SimRun) -> tuple[datetime, ...]:
+    """What `task_instances` filters `updated_at` on, per task of `run`."""
+    return tuple(t.updated_at or run.queued_at or run.scheduled_for for t in run.tasks)
 
 
 def _task_id(run: SimRun, t: SimTask) -> str:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sentinel.clock import Clock
 from sentinel.model import RunState
 from sentinel.sim.dynamics import LATE_AFTER
+from sentinel.sim.timeindex import TimeIndex
 from sentinel.sim.world import SimPipeline, SimRun, SimTask, World
 
 __all__ = ["PREFECT_STATES", "prefect_app"]
@@ -180,6 +181,7 @@ class _PrefectFace:
         self.world = world
         self.clock = clock
         self.index = _StateIndex(world)
+        self.times = TimeIndex(world, "prefect", _filtered_times)
         self._catalog_size = -1
         self._deployments: list[SimPipeline] = []  # newest first, as CREATED_DESC
         self._flows: dict[str, str] = {}  # flow id -> name
@@ -252,6 +254,7 @@ class _PrefectFace:
         """
         cheap: list[list[SimRun]] = []
         lower: list[datetime] = []
+        spans: list[tuple[datetime, datetime | None]] = []
         unbounded = False
         if f.id is not None:
             cheap.append([r for i in f.id.any_ or () if (r := self.world.runs.get(i)) is not None])
@@ -267,17 +270,29 @@ class _PrefectFace:
                     unbounded = True
                 else:
                     lower.append(times.after_)
+                    spans.append((times.after_, times.before_))
         if f.operator == "and_":
             if cheap:
                 return min(cheap, key=len)
             if lower:  # every criterion must hold, so the latest lower bound alone bounds the result
-                return self.world.changed_since("prefect", max(lower))
+                return self._changed_within(max(lower), [max(spans, key=lambda s: s[0])])
         elif not unbounded and (cheap or lower):
             out = {r.id: r for runs in cheap for r in runs}
             if lower:
-                out.update((r.id, r) for r in self.world.changed_since("prefect", min(lower)))
+                out.update((r.id, r) for r in self._changed_within(min(lower), spans))
             return out.values()
         return (r for r in self.world.runs.values() if r.system == "prefect")
+
+    def _changed_within(self, since: datetime, spans: list[tuple[datetime, datetime | None]]) -> list[SimRun]:
+        """`changed_since(since)` narrowed to runs with a filtered time in one of `spans`, oldest change first.
+
+        Every time a filter reads (coalesced start, end, expected start) lies in the index, so the runs a
+        filter on them can match are all here; the order is the change feed's, as `changed_since` gives.
+        """
+        found: dict[str, SimRun] = {}
+        for lo, hi in spans:
+            found.update((r.id, r) for r in self.times.between(lo, hi) if r.updated_at >= since)
+        return sorted(found.values(), key=_change_order)
 
     def _matches(self, run: SimRun, f: _FlowRunFilter) -> bool:
         if run.system != "prefect":
@@ -380,6 +395,17 @@ class _PrefectFace:
                   _uid("pool", pool), "last_heartbeat_time": _iso(last), "heartbeat_interval_seconds": 30,
                   "status": "ONLINE" if online else "OFFLINE"}  # fmt: skip
         return _json(self._page([worker], body))
+
+
+def _filtered_times(run: SimRun) -> tuple[datetime, ...]:
+    """Every time a flow-run filter compares: start_time (coalesced), end_time, expected_start_time."""
+    start = run.started_at or run.scheduled_for
+    times = (start,) if run.ended_at is None else (start, run.ended_at)
+    return times if start == run.scheduled_for else (*times, run.scheduled_for)
+
+
+def _change_order(run: SimRun) -> tuple[datetime, int]:
+    return run.updated_at, run.seq
 
 
 def _flow(pipeline: str) -> str:

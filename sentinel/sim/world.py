@@ -126,6 +126,27 @@ class World:
                 out.append(run)
         return out
 
+    def changed_between(self, system: System, lo: datetime | None, hi: datetime | None) -> list[SimRun]:
+        """Runs whose last change is in [lo, hi] (either end open when None), oldest change first.
+
+        Both ends are bisected, so a window costs what changed inside it, not everything after `lo`.
+        """
+        feed = self._changes[system]
+        start = 0 if lo is None else bisect.bisect_left(feed, lo, key=_at)
+        stop = len(feed) if hi is None else bisect.bisect_right(feed, hi, key=_at)
+        runs = self.runs
+        out: list[SimRun] = []
+        for _, seq, run_id in feed[start:stop]:
+            run = runs.get(run_id)
+            if run is not None and run.seq == seq:
+                out.append(run)
+        return out
+
+    @property
+    def version(self) -> int:
+        """Grows with every change to a run (not with removals), so readers can cache derived views."""
+        return self._seq
+
     def compact(self) -> None:
         """Drop superseded change entries so the feed stays bounded on long demos and benchmarks."""
         for system, feed in self._changes.items():
@@ -151,3 +172,7 @@ class World:
         from sentinel.sim.dynamics import advance
 
         advance(self, now)
+
+
+def _at(entry: tuple[datetime, int, str]) -> datetime:
+    return entry[0]

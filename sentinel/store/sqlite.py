@@ -99,6 +99,21 @@ class Store:
     async def put(self, ns: str, key: str, value: Any) -> None:
         await self.put_many(ns, {key: value})
 
+    async def put_durable(self, ns: str, key: str, value: Any) -> None:
+        """`put`, fsync'd before it returns (synchronous=FULL for this commit): for records that must
+        survive a power cut, such as the intent to send an SMS."""
+        blob = orjson.dumps(value)
+
+        def w() -> None:
+            self.db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._tx():
+                    self.db.execute("INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?, ?, ?)", (ns, key, blob))
+            finally:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+
+        await self._call(w)
+
     # -- run history -------------------------------------------------------------------------------
     async def save_runs(self, rows: list[tuple[str, str, str, float, Any, Any]], keep: int) -> None:
         """rows: (source, pipeline, run_id, sort_ts, run, tasks). Prunes each touched pipeline to `keep` runs."""

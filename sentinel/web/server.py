@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 import sentinel
+from sentinel.web.metrics_page import metrics_response
 
 if TYPE_CHECKING:
     from sentinel.daemon import Daemon
@@ -34,9 +34,8 @@ def _authorized(request: web.Request) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.get_secret_value().encode())
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body = await _daemon(request).metrics.render_async()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return await metrics_response(request, _daemon(request).metrics)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -80,6 +79,9 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def alerts(request: web.Request) -> web.Response:
+    from sentinel.web.acks import acked_view
+    from sentinel.web.silences import alert_status
+
     d = _daemon(request)
     out = []
     for inst in d.engine.instance_list():
@@ -94,6 +96,8 @@ async def alerts(request: web.Request) -> web.Response:
                 "resolvedAt": inst.resolved_at.isoformat() if inst.resolved_at else None,
                 # Alertmanager's status.inhibitedBy: the root-cause alerts holding this one back.
                 "inhibitedBy": list(inst.inhibited_by),
+                "acked": acked_view(d, inst.fingerprint),  # {by, comment, at, expires} or null
+                "status": alert_status(d, inst),  # {state: active|suppressed, silencedBy, inhibitedBy, mutedBy}
             }
         )
     out.sort(key=lambda a: (a["state"], a["labels"].get("alertname", ""), a["fingerprint"]))
@@ -116,6 +120,16 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/alerts", alerts)
     app.router.add_post("/-/reload", reload)
+    from sentinel.web import intake
+
+    intake.add_routes(app)
+    from sentinel.web import acks, groups
+
+    acks.add_routes(app)
+    groups.add_routes(app)
+    from sentinel.web import silences
+
+    silences.add_routes(app)
     return app
 
 

@@ -259,3 +259,98 @@ def test_rules_swapped_without_replace_rules_are_not_served_from_cache(tmp_path:
     e.rules = rules(tmp_path, FAILED.replace("{{ pipeline }} {{ run_id }} {{ state }}", "swapped"), "r2.yaml")
     e.evaluate(h, T0 + timedelta(hours=2, seconds=15))
     assert firing(e)[("Failed", PIPE)] == {"summary": "swapped"}
+
+
+BOUNDARIES = """\
+groups:
+  - name: g
+    rules:
+      - alert: Late
+        when: deadline
+        deadline: "22:00"
+      - alert: Stale
+        when: freshness
+        max_age: 1h
+      - alert: NotStarted
+        when: late_start
+        grace: 10m
+      - alert: Stuck
+        when: stuck
+        max_wait: 30m
+      - alert: TooLong
+        when: duration
+        max: 20m
+      - alert: Flaky
+        when: failure_rate
+        window: 2h
+        threshold: 0.4
+        min_runs: 1
+"""
+
+
+def active(engine: RuleEngine) -> set[tuple[str, str]]:
+    return {(k[0], k[1]) for k in firing(engine)}
+
+
+def test_a_frozen_clock_crossing_a_boundary_flips_the_alert_at_exactly_that_tick(tmp_path: Path) -> None:
+    """No history changes at all while the clock walks across each condition's boundary in 15 s ticks: the
+    cached engine must flip every alert on the very tick a from-scratch evaluation does."""
+    loaded = rules(tmp_path, BOUNDARIES)
+    h, e = History(), RuleEngine(loaded)
+    at = T0 + timedelta(hours=1)  # 2026-11-25 22:00 UTC, the deadline
+    # market_data: yesterday's and today's periods met (today's run ends 21:05: 1 h old at 22:05).
+    h.apply(poll(run(-24, RunState.SUCCESS), run(0, RunState.SUCCESS)))
+    # risk_daily: yesterday met, today not (its deadline flips at 22:00); a failure that ended 20:10
+    # (leaves the 2 h window at 22:10); a run going since 21:45 (over 20m after 22:05); a run queued since
+    # 21:50 (late from 22:00, stuck after 22:20).
+    other = "risk_daily"
+    failed = run(-1, RunState.FAILED, pipeline=other, took=timedelta(minutes=10))
+    going = run(0, RunState.RUNNING, pipeline=other).model_copy(
+        update={
+            "run_id": "going",
+            "scheduled_for": T0 + timedelta(minutes=45),
+            "started_at": T0 + timedelta(minutes=45),
+        }
+    )
+    queued = run(1, RunState.QUEUED, pipeline=other).model_copy(
+        update={
+            "started_at": None,
+            "scheduled_for": T0 + timedelta(minutes=50),
+            "queued_at": T0 + timedelta(minutes=50),
+        }
+    )
+    # late_one: its next run (22:00) has not been created; late from 22:10.
+    info = PipelineInfo(source="af", pipeline="late_one", next_run=at)
+    h.apply(poll(run(-24, RunState.SUCCESS, pipeline=other), failed, going, queued, pipelines=(info,)))
+    # flaky_x: 1 failure in 3 runs in the window (not above 0.4) until the success that ended 20:15 leaves
+    # it at 22:15 (1 in 2).
+    flaky = "flaky_x"
+    s1 = run(-1, RunState.SUCCESS, pipeline=flaky, took=timedelta(minutes=15))
+    s2 = run(-1, RunState.SUCCESS, pipeline=flaky, took=timedelta(minutes=70)).model_copy(update={"run_id": "s2"})
+    h.apply(poll(run(-24, RunState.SUCCESS, pipeline=flaky), s1, s2, run(0, RunState.FAILED, pipeline=flaky)))
+    now = at - timedelta(minutes=10)
+    e.evaluate(h, now)
+    before = active(e)
+    flips: dict[tuple[str, str], datetime] = {}
+    while now < at + timedelta(minutes=30):
+        now += timedelta(seconds=15)
+        e.evaluate(h, now)
+        got = active(e)
+        fresh = RuleEngine(loaded)
+        fresh.evaluate(h, now)
+        assert got == active(fresh), now
+        for k in got ^ before:
+            assert k not in flips, (k, now)  # each flips once
+            flips[k] = now
+        before = got
+    assert flips == {
+        ("Late", other): at,  # the deadline is met at or before 22:00: due from 22:00 exactly
+        ("NotStarted", other): at,  # scheduled 21:50 + grace 10m
+        ("Stale", PIPE): at + timedelta(minutes=5, seconds=15),  # age > 1h: strictly after 22:05
+        ("TooLong", other): at + timedelta(minutes=5, seconds=15),  # elapsed > 20m: strictly after 22:05
+        ("Flaky", other): at + timedelta(minutes=10),  # the failure's end leaves the 2 h window
+        ("Flaky", flaky): at + timedelta(minutes=15),  # a success's end leaves it
+        ("Stale", flaky): at + timedelta(minutes=10, seconds=15),  # its last success ended 21:10
+        ("NotStarted", "late_one"): at + timedelta(minutes=10),  # next_run + grace
+        ("Stuck", other): at + timedelta(minutes=20, seconds=15),  # waited > 30m
+    }

@@ -86,7 +86,9 @@ async def test_metrics_health_ready(daemon: Daemon) -> None:
 
         async def some_runs() -> bool:
             text = (await c.get("/metrics")).text
-            return 'sentinel_pipeline_runs_total{pipeline="market_data_ingest",source="af",state="failed"}' in text
+            series = 'sentinel_pipeline_runs_total{pipeline="market_data_ingest",source="af",state="failed"} '
+            # The series exists at 0 from the moment the pipeline is seen; wait for the failed run itself.
+            return any(line.startswith(series) and float(line.split()[-1]) >= 1 for line in text.splitlines())
 
         await until(some_runs, 30)
         page = (await c.get("/metrics")).text

@@ -2,6 +2,11 @@
 Literal) and a pure `evaluate(rule, scope) -> Evaluation`.
 
 Adding a kind means adding a module here; the rule-file schema, `sentinel check` and the engine find it.
+
+Two optional exports let the engine skip pipelines that did not change (see `sentinel.rules.engine`):
+`time_independent(rule) -> bool` (findings read the history alone), and `quiet_until(rule, ph, scope)`
+(for a pipeline found nothing for: the earliest instant it could be found, history unchanged; None for
+never). A kind with neither is judged for every pipeline on every tick.
 """
 
 from __future__ import annotations

@@ -292,4 +292,20 @@ def describe(seconds: float) -> str:
     return format_duration(timedelta(seconds=max(0, round(seconds))))
 
 
+def quiet_until(rule: DurationRule, ph: PipelineHistory, scope: Scope) -> datetime | None:
+    """For a pipeline `evaluate` found nothing for: when the run in progress passes `max`, its history
+    unchanged. The finished run's verdict reads the history alone."""
+    running = ph.derived("duration.oldest_running", _oldest_running_of)
+    if running is None or rule.max is None or running.started_at is None:
+        return None
+    baseline: float | None = None
+    if rule.max.stat is not None:
+        baseline = _baseline(rule, ph, running, rule.max.stat)
+        if baseline is None:
+            return None
+    limit = rule.max.seconds(baseline)
+    assert limit is not None
+    return running.started_at + timedelta(seconds=max(limit, 0.0))
+
+
 MODEL = DurationRule

@@ -7,7 +7,7 @@ upstream and say nothing about the pipeline's health (the same rule `when: faile
 
 from __future__ import annotations
 
-from datetime import timedelta  # noqa: F401 - pydantic resolves annotations at runtime
+from datetime import datetime, timedelta  # noqa: F401 - pydantic resolves annotations at runtime
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -108,6 +108,20 @@ def _sample(rule: FailureRateRule, ph: PipelineHistory, scope: Scope) -> list[Ru
     # By ended_at, not scheduled_for: a catch-up of old periods that fails today is today's failure rate.
     # The window ends at `now` so that evaluating at an instant (`sentinel test`) never sees the future.
     return [r for r in ph.ordered() if r.state in _DECISIVE and r.ended_at is not None and since < r.ended_at <= now]
+
+
+def quiet_until(rule: FailureRateRule, ph: PipelineHistory, scope: Scope) -> datetime | None:
+    """With `window:`, the sample changes only when a run's end enters the window (`ended_at`, in a
+    replayed history) or leaves it (`ended_at + window`): the earliest such instant after now."""
+    if rule.window is None:
+        return None
+    now, best = scope.now, None
+    for r in ph.ordered():
+        if r.state in _DECISIVE and r.ended_at is not None:
+            for t in (r.ended_at, r.ended_at + rule.window):
+                if t > now and (best is None or t < best):
+                    best = t
+    return best
 
 
 MODEL = FailureRateRule

@@ -145,4 +145,32 @@ def _reference(ph: PipelineHistory, now: datetime, fresh_after: datetime) -> tup
     return oldest, None
 
 
+def quiet_until(rule: FreshnessRule, ph: PipelineHistory, scope: Scope) -> datetime | None:
+    """For a pipeline `evaluate` found fresh: the earliest instant it could be stale, its history unchanged.
+
+    The reference only moves later as time passes (a replayed success coming into view ends after the one
+    in use), so the age grows at most as fast as the clock: wall age reaches `max_age` at `ref + max_age`,
+    and calendar age, never faster than wall time, no earlier than `now + (max_age - age)`."""
+    if is_paused(ph):
+        return None
+    now = scope.now
+    ref, _ = _reference(ph, now, now - rule.max_age)
+    if ref is None:
+        runs = ph.ordered()
+        return run_order(runs[0]) if runs else None  # dated from its first run, once that run is not future
+    until = ref + rule.max_age
+    if until > now or rule.calendar_time is None:
+        return until
+    try:
+        cal = lookup(scope.extras, rule.calendar or scope.calendar)
+    except KeyError:
+        return now
+    age = (
+        cal.trading_time_between(ref, now)
+        if rule.calendar_time == "trading_days"
+        else cal.session_time_between(ref, now)
+    )
+    return now + max(rule.max_age - age, timedelta(0))
+
+
 MODEL = FreshnessRule

@@ -134,4 +134,27 @@ def _started_for(run: RunUpdate | None, expected: datetime, now: datetime) -> bo
     return run.started_at is not None and expected <= run.started_at <= now
 
 
+def quiet_until(rule: LateStartRule, ph: PipelineHistory, scope: Scope) -> datetime | None:
+    """For a pipeline `evaluate` found on time: the earliest instant a start could be late enough to report
+    (`late_since + alert_delay` of every candidate), its history unchanged."""
+    if is_paused(ph):
+        return None
+    pending: list[RunUpdate] = []
+    last_started: RunUpdate | None = None
+    for run in reversed(ph.ordered()):
+        if not _not_started(run):
+            last_started = run
+            break
+        pending.append(run)
+    sinces = [
+        run.scheduled_for if run.state is RunState.LATE else run.scheduled_for + rule.grace
+        for run in pending
+        if run.scheduled_for is not None
+    ]
+    expected = ph.info.next_run if ph.info is not None else None
+    if expected is not None and not _started_for(last_started, expected, scope.now):
+        sinces.append(expected + rule.grace)
+    return min(sinces) + rule.alert_delay if sinces else None
+
+
 MODEL = LateStartRule

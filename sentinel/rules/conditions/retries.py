@@ -17,7 +17,7 @@ message).
 from __future__ import annotations
 
 import fnmatch
-from datetime import timedelta  # noqa: F401 - pydantic resolves annotations at runtime
+from datetime import datetime, timedelta  # noqa: F401 - pydantic resolves annotations at runtime
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
@@ -92,6 +92,19 @@ def _runs_in_view(rule: RetriesRule, ph: PipelineHistory, scope: Scope) -> list[
     return [
         r for r in ph.ordered() if not r.state.terminal or (r.ended_at is not None and since < r.ended_at <= scope.now)
     ]
+
+
+def quiet_until(rule: RetriesRule, ph: PipelineHistory, scope: Scope) -> datetime | None:
+    """With `window:`, what counts changes only when a finished run's end enters or leaves the window."""
+    if rule.window is None:
+        return None
+    now, best = scope.now, None
+    for r in ph.ordered():
+        if r.state.terminal and r.ended_at is not None:
+            for t in (r.ended_at, r.ended_at + rule.window):
+                if t > now and (best is None or t < best):
+                    best = t
+    return best
 
 
 MODEL = RetriesRule

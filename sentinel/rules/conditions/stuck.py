@@ -95,4 +95,23 @@ def _judge(rule: StuckRule, ph: PipelineHistory, now: datetime) -> Finding | Non
     )
 
 
+def quiet_until(rule: StuckRule, ph: PipelineHistory, scope: Scope) -> datetime | None:
+    """For a pipeline `evaluate` found nothing for: the earliest instant one of its runs waits longer than
+    `max_wait`, its history unchanged. Judged as if the source were reachable: a source coming back
+    changes no history, and a pipeline held meanwhile is simply judged again then."""
+    if is_paused(ph):
+        return None
+    best: datetime | None = None
+    for run in ph.derived("stuck.waiting", _waiting_runs):
+        since = run.queued_at or run.scheduled_for
+        if since is None or (run.state is not RunState.QUEUED and run.scheduled_for is None):
+            continue
+        at = since + rule.max_wait
+        if run.state is not RunState.QUEUED and run.scheduled_for is not None and run.scheduled_for > at:
+            at = run.scheduled_for  # not waiting before its scheduled time
+        if best is None or at < best:
+            best = at
+    return best
+
+
 MODEL = StuckRule
