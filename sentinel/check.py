@@ -243,7 +243,7 @@ def check(config_path: Path, strict: bool = False) -> int:
     errors = [p for p in found if p.severity == "error" or strict]
     warnings = [p for p in found if p.severity != "error"]
     for p in found:
-        print(p, file=sys.stderr if p in errors else sys.stdout)
+        print(p, file=sys.stderr if p in errors else sys.stdout, flush=True)
     if errors:
         tail = f", {len(warnings)} of them warning(s) (--strict)" if strict and warnings else ""
         print(f"{len(errors)} error(s){tail}", file=sys.stderr)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-import httpx
 import orjson
 
-DEFAULT_URL = "http://127.0.0.1:9464"
-TOKEN_ENV = "SENTINEL_API_TOKEN"
+from sentinel.api_client import DEFAULT_URL, TOKEN_ENV, CliError, call
 
 
 def add_parser(sub: Any) -> None:
@@ -33,29 +30,14 @@ def run(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"by": args.by, "comment": args.comment}
     if args.expires:
         body["expires"] = args.expires
-    headers = {"Content-Type": "application/json"}
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    url = f"{args.url.rstrip('/')}/api/v1/alerts/{args.fingerprint}/ack"
     try:
-        r = httpx.post(url, content=orjson.dumps(body), headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"sentinel ack: cannot reach {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        data = call(args.url, "POST", f"/api/v1/alerts/{args.fingerprint}/ack", body)
+    except CliError as exc:
+        print(f"sentinel ack: {exc}", file=sys.stderr)
         return 1
-    try:
-        data = r.json()
-    except ValueError:
-        data = {"error": r.text.strip() or f"HTTP {r.status_code}"}
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
-    if r.status_code == 401:
-        print(f"sentinel ack: unauthorized; set {TOKEN_ENV} to the daemon's server.api_token", file=sys.stderr)
-        return 1
-    if r.status_code != 200:
-        print(f"sentinel ack: {data.get('error', r.status_code)}", file=sys.stderr)
-        return 1
-    if not args.json:
+    else:
         acked = data["acked"]
         until = f" until {acked['expires']}" if acked.get("expires") else ""
         print(f"acknowledged {args.fingerprint} by {acked['by']}{until}")

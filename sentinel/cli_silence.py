@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 
 from sentinel.alerting.matchers import parse_matchers
+from sentinel.api_client import DEFAULT_URL, TOKEN_ENV, CliError, call
 from sentinel.durations import parse_duration
 
-DEFAULT_URL = "http://127.0.0.1:9464"
-TOKEN_ENV = "SENTINEL_API_TOKEN"
 _LABELS_SHOWN = ("source", "pipeline", "task", "component")
 
 
@@ -65,10 +62,6 @@ def _user() -> str:
         return "unknown"
 
 
-class CliError(Exception):
-    pass
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "alerts":
@@ -77,29 +70,6 @@ def run(args: argparse.Namespace) -> int:
     except CliError as exc:
         print(f"sentinel {args.command}: {exc}", file=sys.stderr)
         return 1
-
-
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    url = f"{args.url.rstrip('/')}{path}"
-    try:
-        r = httpx.request(
-            method, url, content=orjson.dumps(body) if body is not None else None, headers=headers, timeout=10
-        )
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach {args.url}: {type(exc).__name__}: {exc}") from None
-    try:
-        data = r.json()
-    except ValueError:
-        data = {"error": r.text.strip() or f"HTTP {r.status_code}"}
-    if r.status_code == 401:
-        raise CliError(f"unauthorized; set {TOKEN_ENV} to the daemon's server.api_token")
-    if r.status_code != 200:
-        raise CliError(str(data.get("error", r.status_code)) if isinstance(data, dict) else f"HTTP {r.status_code}")
-    return data
 
 
 def _time(text: str, flag: str) -> datetime:
@@ -133,14 +103,14 @@ def _add(args: argparse.Namespace) -> int:
         body["startsAt"] = start.isoformat()
     if args.id:
         body["id"] = args.id
-    data = _call(args, "POST", "/api/v1/silences", body)
+    data = call(args.url, "POST", "/api/v1/silences", body)
     print(orjson.dumps(data).decode() if args.json else data["silenceID"])
     return 0
 
 
 def _ls(args: argparse.Namespace) -> int:
     state = "expired" if args.expired else "active,pending"
-    data = _call(args, "GET", f"/api/v1/silences?state={state}")
+    data = call(args.url, "GET", f"/api/v1/silences?state={state}")
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     elif args.quiet:
@@ -165,13 +135,13 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _expire(args: argparse.Namespace) -> int:
     for silence_id in args.ids:
-        data = _call(args, "DELETE", f"/api/v1/silences/{silence_id}")
+        data = call(args.url, "DELETE", f"/api/v1/silences/{silence_id}")
         print(orjson.dumps(data).decode() if args.json else f"expired {silence_id}")
     return 0
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    data = _call(args, "GET", "/api/v1/alerts")
+    data = call(args.url, "GET", "/api/v1/alerts")
     if not args.all:
         data = [a for a in data if a["state"] == "firing"]
     if args.json:

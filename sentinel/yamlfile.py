@@ -220,7 +220,10 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> Path_:
     """Drop the parts of a pydantic location that are not in the data (union tags, function names)."""
     out: list[str | int] = []
     cur = data
-    for part in loc:
+    for i, part in enumerate(loc):
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        if isinstance(cur, dict) and part in cur and _is_tag(cur, part, nxt):
+            continue  # a union tag that is also a key (`when: deadline` beside `deadline: 16:45`)
         if isinstance(cur, dict) and part in cur:
             out.append(part)
             cur = cur[part]
@@ -232,6 +235,13 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> Path_:
             out.append(part)
             cur = None
     return tuple(out)
+
+
+def _is_tag(cur: dict[Any, Any], part: str | int, nxt: str | int | None) -> bool:
+    if nxt is None or nxt not in cur:
+        return False
+    inner = cur[part]
+    return not (isinstance(inner, dict) and nxt in inner) and not isinstance(inner, list)
 
 
 def _is_key_like(part: str, loc: Sequence[str | int]) -> bool:

@@ -235,3 +235,21 @@ def test_rule_file_errors(tmp_path: Path, text: str, message: str) -> None:
         rules(tmp_path, text)
     assert any(message in str(p) for p in info.value.problems), info.value.problems
     assert all(str(p).startswith(str(tmp_path / "r.yaml") + ":") for p in info.value.problems)
+
+
+def test_error_in_a_deadline_field_points_at_that_field(tmp_path: Path) -> None:
+    # `when: deadline` is also the key `deadline:`; the location must not stop at the deadline time.
+    text = """\
+groups:
+  - name: g
+    rules:
+      - alert: Late
+        when: deadline
+        deadline: "16:45"
+        timezone: America/New_York
+        predict: true
+        predict_percentile: 100
+"""
+    with pytest.raises(ConfigError) as info:
+        rules(tmp_path, text)
+    assert [str(p).split(str(tmp_path / "r.yaml"))[1][:6] for p in info.value.problems] == [":9:29:"]

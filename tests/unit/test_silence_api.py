@@ -189,7 +189,7 @@ async def _cli_session(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = ["--url", base(daemon)]
-    firing(daemon, "PipelineFailed", source="af", pipeline="eod_reporting")
+    failed = firing(daemon, "PipelineFailed", source="af", pipeline="eod_reporting")
     monkeypatch.delenv("SENTINEL_API_TOKEN", raising=False)
     add = ["silence", "add", 'pipeline="eod_reporting"', "alertname=PipelineFailed", "-d", "3h", "-c", "rerun", *url]
     assert await cli_main(add) == 1
@@ -210,6 +210,10 @@ async def _cli_session(
     assert "PipelineFailed" in out and "suppressed" in out and f"silenced by {sid}" in out
     assert await cli_main(["alerts", "--json", *url]) == 0
     assert '"silencedBy"' in capsys.readouterr().out
+    assert await cli_main(["ack", failed.fingerprint, "--by", "bo", "--comment", "on it", *url]) == 0
+    assert f"acknowledged {failed.fingerprint} by bo" in capsys.readouterr().out
+    assert await cli_main(["ack", "0000000000000000", "--by", "bo", *url]) == 1
+    assert "sentinel ack:" in capsys.readouterr().err
 
     # Silences survive a restart of the daemon.
     await daemon.stop()
