@@ -38,6 +38,7 @@ from sentinel.kpi.hooks import Kpis
 from sentinel.metrics import Metrics
 from sentinel.model import PollResult, RunUpdate, TaskUpdate
 from sentinel.notify.base import Integration
+from sentinel.notify.webhook import close_sessions
 from sentinel.observe.history import History, run_order
 from sentinel.observe.poller import SourcePoller
 from sentinel.rules.engine import RuleEngine
@@ -152,6 +153,7 @@ class Daemon:
         await self.dispatcher.stop()
         for c in self.clients:
             await c.aclose()
+        await close_sessions()
         if self._web is not None:
             await self._web.cleanup()
         await self._persist_rule_state()

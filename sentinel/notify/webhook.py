@@ -7,16 +7,19 @@ times are RFC 3339 in UTC, and a firing alert's `endsAt` is Go's zero time, "000
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from loguru import logger
 from pydantic import SecretStr
+from yarl import URL
 
 import sentinel
 from sentinel.alerting.alert import Alert
@@ -32,8 +35,31 @@ _RETRYABLE_4XX = frozenset({408, 429})
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    # Building one reads the CA bundle: ~65 ms of CPU, which a client per send paid on every notification.
-    return httpx.create_ssl_context()
+    # Building one reads the CA bundle: ~65 ms of CPU, which a context per send paid on every notification.
+    return ssl.create_default_context()
+
+
+# One keep-alive pool per event loop, shared by every webhook: a new connection per send was most of the
+# CPU of a busy flush. Idle connections close after KEEPALIVE, so a reload that drops a webhook leaves
+# nothing open for long; the daemon closes the pool on stop.
+KEEPALIVE = 15.0
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
+
+
+def _session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(ssl=_ssl_context(), limit=64, keepalive_timeout=KEEPALIVE)
+        session = _sessions[loop] = aiohttp.ClientSession(connector=connector)
+    return session
+
+
+async def close_sessions() -> None:
+    """Close this loop's connection pool (the daemon's stop, and tests)."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
 
 
 def rfc3339(dt: datetime | None) -> str:
@@ -117,7 +143,6 @@ class WebhookIntegration:
         max_alerts: int = 0,
         timeout: timedelta | float = timedelta(seconds=10),
         external_url: str = "",
-        client: httpx.AsyncClient | None = None,
         where: str = "webhook",
     ) -> None:
         self.name = name
@@ -125,8 +150,8 @@ class WebhookIntegration:
         self._url = url if isinstance(url, SecretStr) else SecretStr(url)
         raw = self._url.get_secret_value()
         try:
-            parsed = httpx.URL(raw) if url_scheme(raw) in ("http", "https") else None
-        except httpx.InvalidURL:
+            parsed = URL(raw) if url_scheme(raw) in ("http", "https") else None
+        except ValueError:
             parsed = None
         if parsed is None or not parsed.host:
             raise NotifyConfigError(
@@ -134,12 +159,11 @@ class WebhookIntegration:
             )
         if max_alerts < 0:
             raise NotifyConfigError(f"{where}: max_alerts must be 0 (no limit) or more, got {max_alerts}")
-        # httpx logs every request line with its full URL at INFO; the path and query may be the secret.
+        # Errors of the HTTP client may quote the URL; its path and query may be the secret.
         scrubber().register(url_fragments(raw, public_host=parsed.host))
         self._max_alerts = max_alerts
         self._timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         self._external_url = external_url
-        self._client = client
 
     def __repr__(self) -> str:
         return f"WebhookIntegration(name={self.name!r})"
@@ -150,40 +174,29 @@ class WebhookIntegration:
     async def notify(self, ctx: FlushContext, alerts: Sequence[Alert]) -> None:
         body = orjson.dumps(self.payload(ctx, alerts))
         headers = {"Content-Type": "application/json", "User-Agent": f"Sentinel/{sentinel.__version__}"}
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
         try:
-            if self._client is not None:
-                response = await self._post(self._client, body, headers)
-            else:
-                # A client per send: notifications are minutes apart, and nothing is left open when a
-                # reload drops this integration. (A shared keep-alive client measured slower under 64
-                # concurrent flushes: httpcore's pool scans every connection per request.)
-                async with httpx.AsyncClient(timeout=self._timeout, verify=_ssl_context()) as client:
-                    response = await self._post(client, body, headers)
-        except httpx.TimeoutException as exc:
+            # Redirects are not followed: a 30x means the configured URL is wrong, and following a 301/302
+            # would turn the POST into a GET.
+            async with _session().post(
+                self._url.get_secret_value(), data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as r:
+                status, reason = r.status, r.reason
+                await r.read()
+        except aiohttp.ConnectionTimeoutError:
+            raise DeliveryError(f"{self.name}: no connection within {self._timeout:g}s", retryable=True) from None
+        except TimeoutError:
+            # The request may have left: the receiver may have acted on it (paid channels must know).
             raise DeliveryError(
-                f"{self.name}: no answer within {self._timeout:g}s",
-                retryable=True,
-                maybe_delivered=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
+                f"{self.name}: no answer within {self._timeout:g}s", retryable=True, maybe_delivered=True
             ) from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             reason = scrub(str(exc)) or type(exc).__name__
             raise DeliveryError(f"{self.name}: {reason}", retryable=True) from None
-        status = response.status_code
         if 200 <= status < 300:
             logger.debug("{}: delivered {} alert(s) for group {}", self.name, len(alerts), ctx.group_key)
             return
         retryable = status >= 500 or status in _RETRYABLE_4XX
-        error = DeliveryError(f"{self.name}: HTTP {status} {response.reason_phrase or 'error'}", retryable=retryable)
+        error = DeliveryError(f"{self.name}: HTTP {status} {reason or 'error'}", retryable=retryable)
         logger.debug("{} (retryable: {})", error, retryable)
         raise error
-
-    async def _post(self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        # Redirects are not followed: a 30x means the configured URL is wrong, and following a 301/302
-        # would turn the POST into a GET.
-        return await client.post(
-            self._url.get_secret_value(),
-            content=body,
-            headers=headers,
-            timeout=self._timeout,
-            follow_redirects=False,
-        )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import hashlib
 import hmac
 import secrets
@@ -79,6 +80,7 @@ _TASK_STATE_WORDS = frozenset(
 _PAGING_PARAMS = frozenset({"cursor", "offset", "limit"})
 _VIEWS_KEPT = 16  # queries whose sorted rows are kept: a few feeds, each paged by one client at a time
 
+_Rows = tuple[list[Any], list[tuple[Any, ...]] | None]  # a query's rows, and their sort keys when known
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SortKey = Callable[[Any], tuple[Any, ...]]
 
@@ -104,7 +106,13 @@ def airflow_app(world: World, clock: Clock) -> web.Application:
 
 
 def _ts(dt: datetime | None) -> str | None:
-    return None if dt is None else utc(dt).isoformat().replace("+00:00", "Z")
+    return None if dt is None else _iso_z(dt)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _iso_z(dt: datetime) -> str:
+    # Every row's times are formatted for its sort key and again for its JSON, page after page: once is enough.
+    return utc(dt).isoformat().replace("+00:00", "Z")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -128,6 +136,7 @@ class _AirflowFace:
         self._dag_count = -1
         self._last_beat: dict[str, datetime] = {}
         self._task_times = TimeIndex(world, "airflow", _task_instants)
+        self._table: _TaskTable | None = None
         self._views: OrderedDict[tuple[Any, ...], tuple[list[Any], list[tuple[Any, ...]]]] = OrderedDict()
 
     # ---------------------------------------------------------------------------------- plumbing
@@ -234,11 +243,11 @@ class _AirflowFace:
         lo, hi = _range(q, "updated_at")
         self._known_dag(dag_id)
 
-        def rows() -> list[SimRun]:
+        def rows() -> _Rows:
             return [
                 r for r in self._runs(dag_id, lo, hi)
                 if _within(r.updated_at, lo, hi) and (not states or _RUN_WORDS[r.state] in states)
-            ]  # fmt: skip
+            ], None  # fmt: skip
 
         sort = _run_sort(q.get("order_by", "id"))
         return self._page(request, rows, sort, "dag_runs", self._run)
@@ -260,15 +269,18 @@ class _AirflowFace:
         else:
             self._known_dag(dag_id)
         task_id = q.get("task_id")
+        order_by = q.get("order_by", "map_index")
 
-        def rows() -> list[tuple[SimRun, SimTask]]:
+        def rows() -> _Rows:
             runs: Iterable[SimRun]
             if run_id != "~":
                 runs = [self.world.runs[run_id]]
             elif dag_id == "~" and lo is not None:
-                # Runs changed since `lo` with a task whose time is in the window: found by bisection, not by
+                # Tasks whose time is in the window, of runs changed since `lo`: found by bisection, not by
                 # walking everything that changed after `lo` (a catch-up reads thousands of windows).
-                runs = [r for r in self._task_times.between(lo, hi) if r.updated_at >= lo]
+                if not states and task_id is None and (hit := self._task_table().window(lo, hi, order_by)):
+                    return hit
+                return self._tasks_within(lo, hi, states, task_id), None
             else:
                 # A task change always touches its run, so runs changed since `lo` hold every task changed since.
                 runs = self._runs(dag_id, lo, None)
@@ -277,9 +289,9 @@ class _AirflowFace:
                 if _within(t.updated_at or run.queued_at or run.scheduled_for, lo, hi)
                 and (not states or (_TASK_WORDS[t.state] or "none") in states)
                 and (task_id is None or t.task == task_id)
-            ]  # fmt: skip
+            ], None  # fmt: skip
 
-        sort = _task_sort(q.get("order_by", "map_index"))
+        sort = _task_sort(order_by)
         return self._page(request, rows, sort, "task_instances", lambda rt: self._task(*rt))
 
     async def import_errors(self, request: web.Request) -> web.Response:
@@ -312,6 +324,31 @@ class _AirflowFace:
             self._dag_names = sorted(n for n, p in self.world.pipelines.items() if p.system == "airflow")
         return self._dag_names
 
+    def _tasks_within(
+        self, lo: datetime, hi: datetime | None, states: list[str], task_id: str | None
+    ) -> list[tuple[SimRun, SimTask]]:
+        """What the general filter in `task_instances` keeps for dag "~" and run "~", from the time index.
+
+        The index is current when read, so an entry's instant is its task's filtered time; a run the
+        history bound dropped is skipped.
+        """
+        runs = self.world.runs
+        out: list[tuple[SimRun, SimTask]] = []
+        for _, rid, k in self._task_times.entries(lo, hi):
+            run = runs.get(rid)
+            if run is None or run.updated_at < lo:
+                continue
+            t = run.tasks[k]
+            if (not states or (_TASK_WORDS[t.state] or "none") in states) and (task_id is None or t.task == task_id):
+                out.append((run, t))
+        return out
+
+    def _task_table(self) -> _TaskTable:
+        ident = (self.world.version, len(self.world.runs))
+        if self._table is None or self._table.ident != ident:
+            self._table = _TaskTable(ident, self._task_times, self.world)
+        return self._table
+
     def _known_dag(self, dag_id: str) -> None:
         if dag_id != "~":
             pipeline = self.world.pipelines.get(dag_id)
@@ -327,7 +364,7 @@ class _AirflowFace:
         return [r for r in self.world.runs.values() if r.system == "airflow"]
 
     def _view(
-        self, request: web.Request, build: Callable[[], list[Any]], sort: tuple[SortKey, bool]
+        self, request: web.Request, build: Callable[[], _Rows], sort: tuple[SortKey, bool]
     ) -> tuple[list[Any], list[tuple[Any, ...]]]:
         """The sorted rows of one query and their sort keys, shared by every page of it.
 
@@ -342,9 +379,11 @@ class _AirflowFace:
             self._views.move_to_end(ident)
             return hit
         key, desc = sort
-        rows = build()
-        rows.sort(key=key, reverse=desc)
-        view = rows, [key(r) for r in rows]
+        rows, keys = build()
+        if keys is None:
+            keys = list(map(key, rows))  # each key once: building them is most of a big window's cost
+        order = sorted(range(len(rows)), key=keys.__getitem__, reverse=desc)
+        view = [rows[i] for i in order], [keys[i] for i in order]
         self._views[ident] = view
         if len(self._views) > _VIEWS_KEPT:
             self._views.popitem(last=False)
@@ -353,7 +392,7 @@ class _AirflowFace:
     def _page(
         self,
         request: web.Request,
-        build: Callable[[], list[Any]],
+        build: Callable[[], _Rows],
         sort: tuple[SortKey, bool],
         field: str,
         render: Callable[[Any], Any],
@@ -480,6 +519,59 @@ class _AirflowFace:
             "note": None,
             "rendered_map_index": None,
         }
+
+
+class _TaskTable:
+    """Every Airflow task by its filtered time, with sort keys, for one version of the world.
+
+    A catch-up reads its history as windows halved until they fit a page, and starts that descent again
+    every poll cycle: each big window's rows would be built and keyed again. In the table a window is a
+    slice. It stands in for the general filter only when every task's time is at or before its run's
+    last change (the dynamics stamp both at once), so "in the window" implies "run changed since `lo`";
+    `window` answers None otherwise, and for windows small enough that building them costs little.
+    """
+
+    MIN_ROWS = 2_000  # below this a window is built directly; a live world changes too often to keep a table
+
+    def __init__(self, ident: tuple[int, int], index: TimeIndex, world: World) -> None:
+        self.ident = ident
+        self.index = index
+        self.world = world
+        self.built = False
+        self.usable = True
+        self.times: list[datetime] = []
+        self.rows: list[tuple[SimRun, SimTask]] = []
+        self.keys: dict[str, list[tuple[Any, ...]]] = {}
+
+    def window(self, lo: datetime, hi: datetime | None, order_by: str) -> _Rows | None:
+        if not self.built:
+            if len(self.index.entries(lo, hi)) < self.MIN_ROWS:
+                return None
+            self._build()
+        if not self.usable:
+            return None
+        start = bisect.bisect_left(self.times, lo)
+        stop = len(self.times) if hi is None else bisect.bisect_right(self.times, hi)
+        if stop - start < self.MIN_ROWS:
+            return None
+        keys = self.keys.get(order_by)
+        if keys is None:
+            key, _ = _task_sort(order_by)
+            keys = self.keys[order_by] = list(map(key, self.rows))
+        return self.rows[start:stop], keys[start:stop]
+
+    def _build(self) -> None:
+        self.built = True
+        runs = self.world.runs
+        for at, rid, k in self.index.entries(None, None):
+            run = runs.get(rid)
+            if run is None:
+                continue
+            if at > run.updated_at:
+                self.usable = False
+                return
+            self.times.append(at)
+            self.rows.append((run, run.tasks[k]))
 
 
 def _task_instants(run: SimRun) -> tuple[datetime, ...]:

@@ -44,16 +44,23 @@ class TimeIndex:
         self._synced: datetime | None = None
         self._version = -1
 
-    def between(self, lo: datetime, hi: datetime | None) -> list[SimRun]:
-        """Runs with an indexed instant in [lo, hi] (hi None: no upper bound), each once, by first instant."""
+    def entries(self, lo: datetime | None, hi: datetime | None) -> list[tuple[datetime, str, int]]:
+        """(instant, run id, which of the run's instants) for every instant in [lo, hi] (None: open), oldest first.
+
+        Current as of this call, except that a run dropped from the world may still have entries here.
+        """
         self._sync()
         entries = self._entries
-        start = bisect.bisect_left(entries, lo, key=_instant)
+        start = 0 if lo is None else bisect.bisect_left(entries, lo, key=_instant)
         stop = len(entries) if hi is None else bisect.bisect_right(entries, hi, key=_instant)
+        return entries[start:stop]
+
+    def between(self, lo: datetime, hi: datetime | None) -> list[SimRun]:
+        """Runs with an indexed instant in [lo, hi] (hi None: no upper bound), each once, by first instant."""
         runs = self.world.runs
         seen: set[str] = set()
         out: list[SimRun] = []
-        for _, run_id, _ in entries[start:stop]:
+        for _, run_id, _ in self.entries(lo, hi):
             if run_id in seen:
                 continue
             seen.add(run_id)

@@ -537,14 +537,13 @@ async def test_secret_json_url_never_appears_in_name_error_or_logs(
     )
 
 
-async def test_secret_webhook_path_stays_out_of_errors_and_httpx_logs(
+async def test_secret_webhook_path_stays_out_of_errors_and_logs(
     sink: Sink, loguru_lines: list[str], stdlib_debug: pytest.LogCaptureFixture
 ) -> None:
     sink.status["/hooks/wh-Secret-Path-42"] = 503
     integration = WebhookIntegration(SecretStr(sink.url("http", "/hooks/wh-Secret-Path-42")))
     with pytest.raises(DeliveryError) as raised:
         await integration.notify(ctx(), [alert()])
-    assert any("HTTP Request" in r.getMessage() for r in stdlib_debug.records)  # httpx did log the request
     assert_nowhere(("wh-Secret-Path-42",), integration.name, str(raised.value), *loguru_lines, stdlib_debug.text)
 
 

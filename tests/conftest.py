@@ -1,0 +1,16 @@
+"""Shared test hooks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sentinel.notify.webhook import close_sessions
+
+
+@pytest.fixture(autouse=True)
+async def _close_webhook_pool() -> AsyncIterator[None]:
+    # Webhooks share one keep-alive pool per event loop; a test that sends without a daemon closes it here.
+    yield
+    await close_sessions()
