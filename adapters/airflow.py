@@ -42,6 +42,7 @@ from adapters.airflow_schema import (
     TaskInstanceList,
 )
 from adapters.airflow_states import fold_mapped
+from adapters.airflow_volume import XcomVolumes
 from adapters.http import PoliteClient, SourceError
 from adapters.windows import FeedScan, Page, PageFetcher, Window, scan_feed
 from sentinel.clock import utc
@@ -80,6 +81,7 @@ class AirflowAdapter:
         self._dag_pass: dict[str, PipelineInfo] = {}
         self._upstreams: dict[str, tuple[str, ...]] = {}  # dag_id -> upstream dag_ids, from assets/datasets
         self._warned_no_date = False
+        self._volumes = XcomVolumes(spec.name, spec.volume, self._api) if spec.volume is not None else None
 
     async def poll(self, cursor: dict[str, Any]) -> PollResult:
         before = self._client.requests
@@ -120,6 +122,9 @@ class AirflowAdapter:
         read = await self._assets() if due else None
         upstreams = self._upstreams if read is None else read
         partial, complete, dag_offset, dag_pass = await self._dags_page(upstreams)
+
+        if self._volumes is not None:
+            runs = await self._volumes.fill(runs)
 
         # Everything succeeded: only now move in-memory progress, so a failed cycle is simply repeated.
         self._dag_offset, self._dag_pass, self._upstreams = dag_offset, dag_pass, upstreams

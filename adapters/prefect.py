@@ -33,6 +33,7 @@ from adapters.prefect_http import PrefectApi
 from adapters.prefect_mapping import map_state, run_update, task_update
 from adapters.prefect_models import HEALTH, VERSION, FlowRun, TaskRun
 from adapters.prefect_queries import Budget, RunReader, WindowRead, active_filter, late_filter
+from adapters.prefect_volume import ArtifactVolumes
 from sentinel.model import (
     Clock,
     PollResult,
@@ -87,6 +88,7 @@ class PrefectAdapter:
         self._version_due = True
         self._cycles = 0
         self._end_time: bool | None = None  # flow-run end_time filter: None until known
+        self._volumes = ArtifactVolumes(spec.name, spec.volume, self.api) if spec.volume is not None else None
 
     async def poll(self, cursor: dict[str, Any]) -> PollResult:
         before = self.client.requests
@@ -141,6 +143,8 @@ class PrefectAdapter:
         runs, changed, open_ids = self._changes(cur, observed)
         await self.names.resolve(fr for fr, _ in changed)
         updates = [self._run_update(fr, state) for fr, state in changed]
+        if self._volumes is not None:
+            updates = await self._volumes.fill(updates)
         for rid in unchecked:  # not re-read this cycle: keep what we knew so nothing repeats or is lost
             if rid in cur.runs:
                 runs[rid] = cur.runs[rid]

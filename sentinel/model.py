@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from sentinel.clock import Clock, FrozenClock, SystemClock, utc
 from sentinel.durations import Duration
@@ -33,6 +33,7 @@ __all__ = [
     "SystemClock",
     "TaskUpdate",
     "UtcDatetime",
+    "VolumeSpec",
 ]
 
 
@@ -101,6 +102,7 @@ class RunUpdate(_Fact):
     version: str | None = None  # DAG version / deployment version, for baselines
     message: str | None = None
     url: str | None = None  # link into the scheduler's UI
+    volume: float | None = None  # data volume of a successful run, read as the source's `volume:` says
 
     @property
     def key(self) -> PipelineKey:
@@ -204,6 +206,21 @@ class PollResult(_Fact):
     caught_up: bool = True
 
 
+class VolumeSpec(BaseModel):
+    """Where a source's successful runs report their data volume (`volume:` of a source).
+
+    Airflow: the XCom `key` pushed by task `task_id`. Prefect: the newest artifact with key `key` of the run.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pipelines: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["*"]
+    )  # globs over DAG ids / flow names (deployment-qualified as Sentinel names them)
+    key: Annotated[str, Field(min_length=1, max_length=256)]
+    task_id: Annotated[str, Field(min_length=1, max_length=250)] | None = None
+
+
 class SourceSpec(BaseModel):
     """One scheduler to watch, as written under `sources:` in sentinel.yaml.
 
@@ -230,3 +247,14 @@ class SourceSpec(BaseModel):
     initial_lookback: Duration = timedelta(days=1)
     verify_tls: bool = True
     labels: dict[str, str] = Field(default_factory=dict)
+    volume: VolumeSpec | None = None
+
+    @model_validator(mode="after")
+    def _volume_fits_kind(self) -> SourceSpec:
+        if self.volume is None:
+            return self
+        if self.kind == "airflow" and self.volume.task_id is None:
+            raise ValueError("volume: an airflow source needs 'task_id' (the task that pushes the XCom 'key')")
+        if self.kind == "prefect" and self.volume.task_id is not None:
+            raise ValueError("volume: 'task_id' is for airflow; a prefect source reads the run's artifact 'key'")
+        return self

@@ -197,7 +197,7 @@ def task_features(run: RunUpdate, task: TaskUpdate) -> dict[str, float]:
 
 
 def volume_of(run: RunUpdate) -> float | None:
-    """The run's data volume when its adapter reported one (`volume_from:`); None otherwise."""
+    """The run's data volume when its adapter read one (the source's `volume:`); None otherwise."""
     value = getattr(run, "volume", None)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 

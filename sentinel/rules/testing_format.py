@@ -138,6 +138,7 @@ class RunSpec(_Strict):
     message: str | None = None
     version: str | None = None
     url: str | None = None
+    volume: float | None = None  # data volume a source's `volume:` would read (successful runs only)
     tasks: dict[str, Annotated[TaskSpec, BeforeValidator(_task)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")

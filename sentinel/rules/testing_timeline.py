@@ -185,6 +185,7 @@ def _run_facts(p: PipelineSpec, run: RunSpec, run_id: str, start: datetime) -> l
             version=run.version,
             message=run.message if state.terminal else None,
             url=run.url,
+            volume=run.volume if state is RunState.SUCCESS else None,
         )
         out.append(_Fact(t, p.source, snap))
     out += _task_facts(p, run, run_id, start, scheduled, steps, ended)

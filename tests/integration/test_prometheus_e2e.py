@@ -172,7 +172,9 @@ server: {{listen: "127.0.0.1:0"}}
 
         runs = f'sentinel_pipeline_runs_total{{pipeline="{flow}"}}'
         await asyncio.to_thread(prefect.run_flow, flow, True)
-        await until(lambda: p.query(runs) == {f"pipeline={flow},source=pf,state=failed": 1.0}, 30, "the failed run")
+        # success exists at 0 from the first sight of the pipeline, so increase() sees the first success too.
+        first = {f"pipeline={flow},source=pf,state=failed": 1.0, f"pipeline={flow},source=pf,state=success": 0.0}
+        await until(lambda: p.query(runs) == first, 30, "the failed run")
         # The alert history dashboard reads firing alerts through this recording rule.
         firing = 'alertname_severity:sentinel_alerts_firing:sum{alertname="PipelineFailed"}'
         await until(

@@ -124,10 +124,11 @@ class PrefectServer:
 
     # -- helpers for tests -----------------------------------------------------------------------------
 
-    def run_flow(self, name: str, fail: bool = False, timeout: float = 120.0) -> str:
+    def run_flow(self, name: str, fail: bool = False, timeout: float = 120.0, script: Path = RUN_FLOW_SCRIPT) -> str:
         """Run ad-hoc flow `name` (tasks extract -> load, load raising if `fail`) to completion.
 
         Blocks until the flow process exits, so the run is already terminal on return. Returns its id.
+        `script` runs another flow file with the same command line and output (see flows/run_flow.py).
         """
         if self._venv is None or self._home is None:
             raise RuntimeError("server not started")
@@ -140,7 +141,7 @@ class PrefectServer:
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             },
         )
-        argv = [str(self._venv / "bin" / "python"), str(RUN_FLOW_SCRIPT), "--name", name]
+        argv = [str(self._venv / "bin" / "python"), str(script), "--name", name]
         if fail:
             argv.append("--fail")
         # Its own session so a hung flow process (and anything it forked) can be killed as a tree.

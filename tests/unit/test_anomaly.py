@@ -310,7 +310,6 @@ def test_engine_renders_the_summary(tmp_path: Path) -> None:
     [
         ({"detector": "iforest", "threshold": 3}, "'threshold' is the z-score of detector mad"),
         ({"contamination": 0.1}, "'contamination' applies to PyOD detectors"),
-        ({"features": ["volume"]}, "feature 'volume' needs 'volume_from'"),
         ({"features": ["latency"]}, "features[0]: Input should be 'duration'"),
         ({"segment_by": ["month"]}, "segment_by[0]: Input should be 'weekend'"),
         ({"direction": "up"}, "direction"),

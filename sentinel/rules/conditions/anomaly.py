@@ -77,6 +77,8 @@ class AnomalyRule(RuleBase):
     calendar: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     timezone: TimezoneName | None = None
     tasks: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    # Informational only, kept so older rule files load: where a run's volume is read is the source's
+    # `volume:` in sentinel.yaml (adapters cannot see rules).
     volume_from: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     refit_every: Annotated[int, Field(ge=1, le=10_000)] = 20
     refit_interval: Duration = timedelta(days=7)
@@ -91,8 +93,6 @@ class AnomalyRule(RuleBase):
             )
         if not pyod and "contamination" in self.model_fields_set:
             raise ValueError("anomaly: 'contamination' applies to PyOD detectors; detector mad uses 'threshold'")
-        if "volume" in self.features and self.volume_from is None:
-            raise ValueError("anomaly: feature 'volume' needs 'volume_from' (the XCom key or artifact field to read)")
         if self.min_history > self.history:
             raise ValueError(
                 f"anomaly: min_history ({self.min_history}) is larger than history ({self.history}); "
