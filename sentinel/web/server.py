@@ -98,10 +98,40 @@ async def alerts(request: web.Request) -> web.Response:
                 "inhibitedBy": list(inst.inhibited_by),
                 "acked": acked_view(d, inst.fingerprint),  # {by, comment, at, expires} or null
                 "status": alert_status(d, inst),  # {state: active|suppressed, silencedBy, inhibitedBy, mutedBy}
+                "origin": "rules",
             }
         )
+    out.extend(_posted_alerts(d))
     out.sort(key=lambda a: (a["state"], a["labels"].get("alertname", ""), a["fingerprint"]))
     return _json(out)
+
+
+def _posted_alerts(d: Daemon) -> list[dict[str, Any]]:
+    """Alerts pushed to POST /api/v2/alerts (Prometheus, scripts), in the same shape as the rules' own."""
+    from sentinel.web.acks import acked_view
+    from sentinel.web.intake import intake_of
+
+    now = d.clock.now()
+    out = []
+    for stored in list(intake_of(d).alerts.values()):
+        a = stored.alert
+        resolved = a.resolved_at(now)
+        out.append(
+            {
+                "fingerprint": a.fingerprint,
+                "state": "resolved" if resolved else "firing",
+                "labels": dict(a.labels),
+                "annotations": dict(a.annotations),
+                "activeAt": a.starts_at.isoformat() if a.starts_at else None,
+                "firedAt": a.starts_at.isoformat() if a.starts_at else None,
+                "resolvedAt": a.ends_at.isoformat() if resolved and a.ends_at else None,
+                "inhibitedBy": [],
+                "acked": acked_view(d, a.fingerprint),
+                "status": d.muting.status(dict(a.labels), now).dump(),
+                "origin": "api",
+            }
+        )
+    return out
 
 
 async def reload(request: web.Request) -> web.Response:

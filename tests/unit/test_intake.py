@@ -110,6 +110,15 @@ async def test_missing_times_default_like_alertmanager_and_reposts_refresh(daemo
     assert _statuses(sink)[1] == [("a", "firing"), ("b", "resolved")]
     assert sink.on("/hook")[1].body["alerts"][1]["endsAt"] == "2026-03-02T09:02:00Z"
 
+    # `sentinel alerts` / GET /api/v1/alerts list posted alerts beside the rules' own.
+    async with httpx.AsyncClient(base_url=_base(daemon)) as c:
+        listed = {a["labels"]["instance"]: a for a in (await c.get("/api/v1/alerts")).json()}
+    assert {k: (v["state"], v["origin"]) for k, v in listed.items()} == {
+        "a": ("firing", "api"),
+        "b": ("resolved", "api"),
+    }
+    assert listed["a"]["activeAt"] == T0.isoformat() and listed["a"]["status"]["state"] == "active"
+
 
 async def test_ends_at_in_the_past_resolves_and_a_later_post_starts_a_new_episode(
     daemon: Daemon, sink: WebhookSink
