@@ -90,5 +90,9 @@ def timeline(runs: list[RunUpdate], tasks: list[TaskUpdate]) -> list[Fact]:
     for task in tasks:
         for at, snap in task_steps(task, ends.get((task.source, task.pipeline, task.run_id))):
             out.append(Fact(at, len(out), task.source, snap))
-    out.sort()
+    out.sort(key=_order)  # the dataclass order, (at, seq), compared as plain tuples
     return out
+
+
+def _order(f: Fact) -> tuple[datetime, int]:
+    return f.at, f.seq

@@ -7,8 +7,10 @@ answers 201, no token is 401 and a bad or expired one 403; list `limit` is cappe
 `cursor` ("" for the first page) switches to keyset paging with `next_cursor` and a capped
 `total_entries`; task instances refuse `order_by=updated_at` (400); bad dates and states are 422.
 
-Change-feed queries (`updated_at_gte`) cost what changed, via `World.changed_since`; only a query without
-a time bound (the active set, read once by a starting adapter) walks all runs.
+Change-feed queries (`updated_at_gte`/`_lte`) cost what changed inside their window: runs by bisecting the
+world's change feed at both ends, task instances by a time index (`sim.timeindex`); the sorted rows of a
+query are kept for its next pages, and a big window of an unchanged world is a slice of a per-version
+table. Only a query without a time bound (the active set, read once by a starting adapter) walks all runs.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class _AirflowFace:
         self._dag_count = -1
         self._last_beat: dict[str, datetime] = {}
         self._task_times = TimeIndex(world, "airflow", _task_instants)
-        self._table: _TaskTable | None = None
+        self._tables: dict[str, _Table] = {}
         self._views: OrderedDict[tuple[Any, ...], tuple[list[Any], list[tuple[Any, ...]]]] = OrderedDict()
 
     # ---------------------------------------------------------------------------------- plumbing
@@ -244,12 +246,20 @@ class _AirflowFace:
         self._known_dag(dag_id)
 
         def rows() -> _Rows:
+            if (
+                dag_id == "~"
+                and lo is not None
+                and not states
+                and (hit := self._table("runs").window(lo, hi, order_by))
+            ):
+                return hit
             return [
                 r for r in self._runs(dag_id, lo, hi)
                 if _within(r.updated_at, lo, hi) and (not states or _RUN_WORDS[r.state] in states)
             ], None  # fmt: skip
 
-        sort = _run_sort(q.get("order_by", "id"))
+        order_by = q.get("order_by", "id")
+        sort = _run_sort(order_by)
         return self._page(request, rows, sort, "dag_runs", self._run)
 
     async def task_instances(self, request: web.Request) -> web.Response:
@@ -278,7 +288,7 @@ class _AirflowFace:
             elif dag_id == "~" and lo is not None:
                 # Tasks whose time is in the window, of runs changed since `lo`: found by bisection, not by
                 # walking everything that changed after `lo` (a catch-up reads thousands of windows).
-                if not states and task_id is None and (hit := self._task_table().window(lo, hi, order_by)):
+                if not states and task_id is None and (hit := self._table("tasks").window(lo, hi, order_by)):
                     return hit
                 return self._tasks_within(lo, hi, states, task_id), None
             else:
@@ -343,11 +353,40 @@ class _AirflowFace:
                 out.append((run, t))
         return out
 
-    def _task_table(self) -> _TaskTable:
+    def _table(self, feed: str) -> _Table:
         ident = (self.world.version, len(self.world.runs))
-        if self._table is None or self._table.ident != ident:
-            self._table = _TaskTable(ident, self._task_times, self.world)
-        return self._table
+        table = self._tables.get(feed)
+        if table is None or table.ident != ident:
+            if feed == "tasks":
+                table = _Table(
+                    ident, lambda lo, hi: len(self._task_times.entries(lo, hi)), self._load_tasks, _task_sort
+                )
+            else:
+                table = _Table(
+                    ident, lambda lo, hi: len(self.world.changed_between("airflow", lo, hi)), self._load_runs, _run_sort
+                )
+            self._tables[feed] = table
+        return table
+
+    def _load_tasks(self) -> tuple[list[datetime], list[Any]] | None:
+        # Only if every task's time is at or before its run's last change (the dynamics stamp both at once):
+        # then "task in the window" implies "run changed since `lo`", which the general filter also asks.
+        runs = self.world.runs
+        times: list[datetime] = []
+        rows: list[Any] = []
+        for at, rid, k in self._task_times.entries(None, None):
+            run = runs.get(rid)
+            if run is None:
+                continue
+            if at > run.updated_at:
+                return None
+            times.append(at)
+            rows.append((run, run.tasks[k]))
+        return times, rows
+
+    def _load_runs(self) -> tuple[list[datetime], list[Any]] | None:
+        runs = self.world.changed_between("airflow", None, None)
+        return [r.updated_at for r in runs], list(runs)
 
     def _known_dag(self, dag_id: str) -> None:
         if dag_id != "~":
@@ -521,57 +560,53 @@ class _AirflowFace:
         }
 
 
-class _TaskTable:
-    """Every Airflow task by its filtered time, with sort keys, for one version of the world.
+class _Table:
+    """A feed's rows by their filtered time, with sort keys, for one version of the world.
 
     A catch-up reads its history as windows halved until they fit a page, and starts that descent again
-    every poll cycle: each big window's rows would be built and keyed again. In the table a window is a
-    slice. It stands in for the general filter only when every task's time is at or before its run's
-    last change (the dynamics stamp both at once), so "in the window" implies "run changed since `lo`";
-    `window` answers None otherwise, and for windows small enough that building them costs little.
+    every poll cycle: each big window's rows would be built and keyed again. In a table a window is a
+    slice. `load` gives (times, rows) in time order, or None when a slice would not be exactly what the
+    general filter keeps; `window` answers None then, and for windows small enough to build directly
+    (a live world changes too often for a table to outlive a request).
     """
 
-    MIN_ROWS = 2_000  # below this a window is built directly; a live world changes too often to keep a table
+    MIN_ROWS = 2_000
 
-    def __init__(self, ident: tuple[int, int], index: TimeIndex, world: World) -> None:
+    def __init__(
+        self,
+        ident: tuple[int, int],
+        count: Callable[[datetime, datetime | None], int],
+        load: Callable[[], tuple[list[datetime], list[Any]] | None],
+        sorter: Callable[[str], tuple[SortKey, bool]],
+    ) -> None:
         self.ident = ident
-        self.index = index
-        self.world = world
-        self.built = False
-        self.usable = True
-        self.times: list[datetime] = []
-        self.rows: list[tuple[SimRun, SimTask]] = []
-        self.keys: dict[str, list[tuple[Any, ...]]] = {}
+        self._count = count
+        self._load = load
+        self._sorter = sorter
+        self._built = False
+        self._times: list[datetime] = []
+        self._rows: list[Any] | None = None
+        self._keys: dict[str, list[tuple[Any, ...]]] = {}
 
     def window(self, lo: datetime, hi: datetime | None, order_by: str) -> _Rows | None:
-        if not self.built:
-            if len(self.index.entries(lo, hi)) < self.MIN_ROWS:
+        if not self._built:
+            if self._count(lo, hi) < self.MIN_ROWS:
                 return None
-            self._build()
-        if not self.usable:
+            self._built = True
+            loaded = self._load()
+            if loaded is not None:
+                self._times, self._rows = loaded
+        if self._rows is None:
             return None
-        start = bisect.bisect_left(self.times, lo)
-        stop = len(self.times) if hi is None else bisect.bisect_right(self.times, hi)
+        start = bisect.bisect_left(self._times, lo)
+        stop = len(self._times) if hi is None else bisect.bisect_right(self._times, hi)
         if stop - start < self.MIN_ROWS:
             return None
-        keys = self.keys.get(order_by)
+        keys = self._keys.get(order_by)
         if keys is None:
-            key, _ = _task_sort(order_by)
-            keys = self.keys[order_by] = list(map(key, self.rows))
-        return self.rows[start:stop], keys[start:stop]
-
-    def _build(self) -> None:
-        self.built = True
-        runs = self.world.runs
-        for at, rid, k in self.index.entries(None, None):
-            run = runs.get(rid)
-            if run is None:
-                continue
-            if at > run.updated_at:
-                self.usable = False
-                return
-            self.times.append(at)
-            self.rows.append((run, run.tasks[k]))
+            key, _ = self._sorter(order_by)
+            keys = self._keys[order_by] = list(map(key, self._rows))
+        return self._rows[start:stop], keys[start:stop]
 
 
 def _task_instants(run: SimRun) -> tuple[datetime, ...]:

@@ -6,9 +6,10 @@ filter keys → 422 `{"exception_message", "exception_detail", "request_body"}`,
 coalesce(start_time, expected_start_time), a `Date` header on every response (from the simulated clock),
 and 503 everywhere while `world.health.api_up` is False.
 
-Cheap at 10,000 pipelines: time-bounded filters start from `World.changed_since` (dynamics create a run
-when it falls due and stamp every change, so each time on a run is at or before its last change), state
-filters from an index of runs by state that is brought up to date from the same change feed.
+Cheap at 10,000 pipelines: time-bounded filters start from a time index of every time a filter compares
+(`sim.timeindex`), kept to runs changed since the earliest bound as `World.changed_since` would give
+(dynamics create a run when it falls due and stamp every change, so each time on a run is at or before its
+last change); state filters from an index of runs by state brought up to date from the same change feed.
 """
 
 from __future__ import annotations
