@@ -104,6 +104,9 @@ def _run(path: Path) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    from sentinel.gc_tuning import tune_for_daemon
+
+    tune_for_daemon()
     return _asyncio_main(daemon.run_forever())
 
 

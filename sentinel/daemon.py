@@ -151,6 +151,7 @@ class Daemon:
         for t in stuck:  # never hang a shutdown on one task; say which one it was
             logger.error("task {} did not stop within 10 s", t.get_name())
         await self.dispatcher.stop()
+        await self.nflog.drain()
         for c in self.clients:
             await c.aclose()
         await close_sessions()

@@ -57,6 +57,7 @@ class AggregationGroup:
     notified_at: dict[str, datetime] = field(default_factory=dict)  # fingerprint -> first notified (this episode)
     escalated: set[str] = field(default_factory=set)
     next_escalation: datetime | None = None
+    saved: dict[str, Alert] = field(default_factory=dict, repr=False)  # fingerprint -> the alert on disk
 
     @property
     def receiver(self) -> str:
@@ -68,7 +69,8 @@ class AggregationGroup:
             route_key=self.route.key,
             receiver=self.receiver,
             labels=self.labels,
-            alerts=list(self.alerts.values()),
+            alerts=None,
+            order=list(self.alerts),
             next_flush=self.next_flush,
             last_flush=self.last_flush,
             changed=self.changed,
@@ -119,6 +121,12 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
+        self._group_keys: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._gone_alerts: set[str] = set()  # alert rows (groups_store.alert_key) to delete at the next save
+        # What `run` is asleep for: a finished flush wakes it only when it has something sooner to do (each
+        # wake scans every group, and a flush of 1,000 groups used to wake it once per group).
+        self._planned: datetime | None = None
+        self._save_planned = False
         # fingerprint -> ends_at of resolutions already flushed; rules keep re-offering resolved alerts
         # for a while, and a flushed resolution must not start a new group.
         self._resolved_done: dict[str, datetime] = {}
@@ -143,7 +151,7 @@ class Dispatcher:
                     self._pull_in(group, backlog, incident, now)
                 else:
                     glabels = route.group_labels(labels)
-                    group = self._group(f"{route.key}:{fingerprint(labelset(glabels))}", route, glabels, a, now)
+                    group = self._group(self._group_key(route, glabels), route, glabels, a, now)
                 self._add(group, a, now)
                 esc = self.groups.get(f"{ESCALATION}:{group.key}")
                 if esc is not None and a.fingerprint in esc.alerts:
@@ -151,6 +159,16 @@ class Dispatcher:
             if backlog and self.on_incident is not None:
                 self.on_incident()
         self._wake.set()
+
+    def _group_key(self, route: Route, glabels: dict[str, str]) -> str:
+        # Many alerts share a group: hashing its labels once, not per alert, was a visible share of intake.
+        ls = labelset(glabels)
+        key = self._group_keys.get((route.key, ls))
+        if key is None:
+            if len(self._group_keys) >= 100_000:  # bounded: a label with unbounded values must not grow it
+                self._group_keys.clear()
+            key = self._group_keys[(route.key, ls)] = f"{route.key}:{fingerprint(ls)}"
+        return key
 
     def _group(self, key: str, route: Route, labels: dict[str, str], a: Alert, now: datetime) -> AggregationGroup:
         group = self.groups.get(key)
@@ -233,9 +251,9 @@ class Dispatcher:
             self._wake.clear()
             upcoming = self._start_due()
             if (self._dirty or self._gone) and loop.time() >= next_save:
-                # Whoever put alerts in, they are on disk soon after; but a save rewrites each changed group
-                # whole, so a burst of requests or flushes is written at most every SAVE_EVERY_S, and never
-                # for more than a tenth of the time (per request, a burst of 100k alerts was quadratic).
+                # Whoever put alerts in, they are on disk soon after (at most SAVE_EVERY_S later); a save
+                # rewrites each changed group's timers, so a burst of requests or flushes is batched, and
+                # saving never takes more than a tenth of the time.
                 started = loop.time()
                 try:
                     await self.save()
@@ -244,7 +262,9 @@ class Dispatcher:
                 next_save = loop.time() + max(SAVE_EVERY_S, 9 * (loop.time() - started))
             now = self.clock.now()
             timeout = None if upcoming is None else max(0.01, (upcoming - now).total_seconds())
-            if self._dirty or self._gone:
+            self._planned = upcoming
+            self._save_planned = bool(self._dirty or self._gone)
+            if self._save_planned:
                 left = max(0.01, next_save - loop.time())
                 timeout = left if timeout is None else min(timeout, left)
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives just as the
@@ -381,7 +401,11 @@ class Dispatcher:
         self._dirty.add(group.key)
         if not group.alerts:
             self._drop(group)
-        self._wake.set()
+        sooner = self._planned is None or group.next_flush < self._planned
+        if group.next_escalation is not None:
+            sooner = sooner or group.next_escalation < self._planned  # type: ignore[operator]
+        if sooner or not self._save_planned:
+            self._wake.set()
 
     def _end_episode(self, group: AggregationGroup, fp: str) -> None:
         group.notified_at.pop(fp, None)
@@ -422,16 +446,49 @@ class Dispatcher:
             del self.groups[group.key]
             self._gone.add(group.key)
             self._dirty.discard(group.key)
+            self._gone_alerts.update(groups_store.alert_key(group.key, fp) for fp in group.saved)
+            group.saved = {}
 
     # -- persistence -------------------------------------------------------------------------------
     async def save(self) -> None:
-        """Write the groups changed since the last save (called after intake and after every flush)."""
+        """Write what changed since the last save, in one transaction: each changed group's row (timers, who
+        was told) and the rows of its alerts that are new or changed, or gone (called after intake and after
+        every flush). Alerts are immutable, so an alert object already on disk is not written again."""
         if self.store is None or not (self._dirty or self._gone):
             return
-        dirty, gone = self._dirty, self._gone
-        self._dirty, self._gone = set(), set()
-        items = {k: self.groups[k].dump() for k in dirty if k in self.groups}
-        await self.store.put_many(groups_store.NS, items, delete=gone - items.keys())
+        dirty, gone, gone_alerts = self._dirty, self._gone, self._gone_alerts
+        self._dirty, self._gone, self._gone_alerts = set(), set(), set()
+        items: dict[str, Any] = {}
+        alert_rows: dict[str, Any] = {}
+        alert_dels = set(gone_alerts)
+        for k in dirty:
+            group = self.groups.get(k)
+            if group is None:
+                continue
+            items[k] = group.dump()
+            saved = group.saved
+            for fp, a in group.alerts.items():
+                if saved.get(fp) is not a:  # alerts are immutable: the same object is the same row
+                    alert_rows[groups_store.alert_key(k, fp)] = groups_store.encode_alert(a)
+                    saved[fp] = a
+            if len(saved) > len(group.alerts):
+                for fp in [fp for fp in saved if fp not in group.alerts]:
+                    alert_dels.add(groups_store.alert_key(k, fp))
+                    del saved[fp]
+        try:
+            await self.store.write_many(
+                {groups_store.NS: items, groups_store.ALERTS_NS: alert_rows},
+                {groups_store.NS: gone - items.keys(), groups_store.ALERTS_NS: alert_dels},
+            )
+        except BaseException:
+            # Not on disk after all: the next save writes these groups whole.
+            for k in items:
+                if (group := self.groups.get(k)) is not None:
+                    group.saved = {}
+            self._dirty |= dirty
+            self._gone |= gone - self.groups.keys()
+            self._gone_alerts |= alert_dels
+            raise
         if self.acks is not None:
             await self.acks.save()
 
@@ -444,8 +501,22 @@ class Dispatcher:
         now = self.clock.now()
         orphans: list[Alert] = []
         stale: list[str] = []
-        for key, d in (await self.store.all(groups_store.NS)).items():
-            alerts = [groups_store.restore_alert(x) for x in d["alerts"]]
+        rows = await self.store.all(groups_store.NS)
+        by_group: dict[str, list[tuple[str, Any]]] = {}
+        for akey, x in (await self.store.all(groups_store.ALERTS_NS)).items():
+            by_group.setdefault(groups_store.group_of(akey), []).append((akey, x))
+        stale_alerts = [akey for k, xs in by_group.items() if k not in rows for akey, _ in xs]
+        for key, d in rows.items():
+            legacy = "alerts" in d  # written whole by an older version: rewritten in rows at the next save
+            if legacy:
+                raw = d["alerts"]
+            else:  # in the group's own order (the order its notifications list them)
+                order = {fp: i for i, fp in enumerate(d.get("order", []))}
+                raw = sorted((x for _, x in by_group.get(key, [])), key=lambda x: order.get(x["fingerprint"], 1 << 30))
+            alerts = [groups_store.restore_alert(x) for x in raw]
+            if not alerts:
+                stale.append(key)
+                continue
             route = routes.get(d["route_key"])
             kind = d["kind"]
             if route is not None and kind == ESCALATION:
@@ -456,6 +527,7 @@ class Dispatcher:
                 route = None
             if route is None:
                 stale.append(key)
+                stale_alerts.extend(akey for akey, _ in by_group.get(key, []))
                 if kind != ESCALATION:
                     orphans.extend(alerts)
                 continue
@@ -473,13 +545,17 @@ class Dispatcher:
                 escalated=set(d["escalated"]),
             )
             group.next_escalation = self._next_escalation(group, now)
+            if legacy:
+                self._dirty.add(key)
+            else:
+                group.saved = dict(group.alerts)
             self.groups[key] = group
             if kind == INCIDENT and self.correlator is not None:
                 incident_key = key.split(":", 2)[2]
                 for fp in group.alerts:
                     self.correlator.join(fp, incident_key)
-        if stale:
-            await self.store.put_many(groups_store.NS, {}, delete=stale)
+        if stale or stale_alerts:
+            await self.store.write_many({}, {groups_store.NS: stale, groups_store.ALERTS_NS: stale_alerts})
         if orphans:
             self.put(orphans)
         if self.groups:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,12 +32,6 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 _RETRYABLE_4XX = frozenset({408, 429})
 
 
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Building one reads the CA bundle: ~65 ms of CPU, which a context per send paid on every notification.
-    return ssl.create_default_context()
-
-
 # One keep-alive pool per event loop, shared by every webhook: a new connection per send was most of the
 # CPU of a busy flush. Idle connections close after KEEPALIVE, so a reload that drops a webhook leaves
 # nothing open for long; the daemon closes the pool on stop.
@@ -50,8 +43,12 @@ def _session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
-        connector = aiohttp.TCPConnector(ssl=_ssl_context(), limit=64, keepalive_timeout=KEEPALIVE)
-        session = _sessions[loop] = aiohttp.ClientSession(connector=connector)
+        # aiohttp's default TLS context (certificates verified) is built when aiohttp is imported; building
+        # our own read the CA bundle (~65 ms of CPU) on the event loop at the first notification.
+        connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=KEEPALIVE)
+        # No cookie jar: a webhook is a one-way POST (Alertmanager's client keeps no cookies either), and
+        # filtering cookies was part of every send's cost.
+        session = _sessions[loop] = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
     return session
 
 
@@ -66,6 +63,12 @@ def rfc3339(dt: datetime | None) -> str:
     """Go's time.Time JSON form in UTC: RFC 3339 with trailing zeros of the fraction dropped."""
     if dt is None:
         return ZERO_TIME
+    return _rfc3339(dt)
+
+
+# A burst of alerts shares its receipt time, and a group repeats its alerts' times at every flush.
+@functools.lru_cache(maxsize=4096)
+def _rfc3339(dt: datetime) -> str:
     dt = dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
@@ -81,11 +84,13 @@ def _kv(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
 def _common(sets: list[Sequence[tuple[str, str]]]) -> dict[str, str]:
     if not sets:
         return {}
-    common = dict(sets[0])
+    # Names are unique within a set, so the pairs every set holds are the names with one value in all.
+    common = set(sets[0])
     for pairs in sets[1:]:
-        other = dict(pairs)
-        common = {k: v for k, v in common.items() if other.get(k) == v}
-    return _kv(list(common.items()))
+        common.intersection_update(pairs)
+        if not common:
+            break
+    return _kv(list(common))
 
 
 def payload(
@@ -163,6 +168,8 @@ class WebhookIntegration:
         scrubber().register(url_fragments(raw, public_host=parsed.host))
         self._max_alerts = max_alerts
         self._timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
+        self._headers = {"Content-Type": "application/json", "User-Agent": f"Sentinel/{sentinel.__version__}"}
         self._external_url = external_url
 
     def __repr__(self) -> str:
@@ -173,8 +180,7 @@ class WebhookIntegration:
 
     async def notify(self, ctx: FlushContext, alerts: Sequence[Alert]) -> None:
         body = orjson.dumps(self.payload(ctx, alerts))
-        headers = {"Content-Type": "application/json", "User-Agent": f"Sentinel/{sentinel.__version__}"}
-        timeout = aiohttp.ClientTimeout(total=self._timeout)
+        headers, timeout = self._headers, self._client_timeout
         try:
             # Redirects are not followed: a 30x means the configured URL is wrong, and following a 301/302
             # would turn the POST into a GET.

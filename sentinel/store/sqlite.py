@@ -96,6 +96,27 @@ class Store:
 
         await self._call(w)
 
+    async def write_many(
+        self, puts: dict[str, dict[str, Any]], deletes: dict[str, Iterable[str]] | None = None
+    ) -> None:
+        """`put_many` over several namespaces in one transaction (deletes first), for records that must
+        change together. A value that is already `bytes` is stored as it is (pre-encoded JSON)."""
+        rows = [
+            (ns, k, v if isinstance(v, bytes) else orjson.dumps(v))
+            for ns, items in puts.items()
+            for k, v in items.items()
+        ]
+        dels = [(ns, k) for ns, keys in (deletes or {}).items() for k in keys]
+        if not rows and not dels:
+            return
+
+        def w() -> None:
+            with self._tx():
+                self.db.executemany("DELETE FROM kv WHERE ns=? AND key=?", dels)
+                self.db.executemany("INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?, ?, ?)", rows)
+
+        await self._call(w)
+
     async def put(self, ns: str, key: str, value: Any) -> None:
         await self.put_many(ns, {key: value})
 

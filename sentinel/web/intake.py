@@ -113,17 +113,22 @@ class ExternalAlerts:
         labels = item.get("labels")
         if not isinstance(labels, dict) or not labels:
             raise IntakeError("labels", "at least one label pair required")
-        for k, v in labels.items():
-            if not isinstance(v, str):
-                raise IntakeError(f"labels.{k}", "label values must be strings")
-            if k not in self._valid_names:
-                if not _LABEL_NAME.match(k):
-                    raise IntakeError(f"labels.{k}", f"invalid label name {k!r}")
-                if len(self._valid_names) < 10_000:  # bounded: names are few, values are many
-                    self._valid_names.add(k)
+        # Fast path for almost every alert: names seen before, and values that are all strings (str.join
+        # checks that in C); the loop finds the culprit.
+        try:
+            "".join(labels.values())
+            known = self._valid_names.issuperset(labels)
+        except TypeError:
+            known = False
+        if not known:
+            self._check_labels(labels)
         annotations = item.get("annotations") or {}
-        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+        if not isinstance(annotations, dict):
             raise IntakeError("annotations", "must be an object of strings")
+        try:
+            "".join(annotations.values())
+        except TypeError:
+            raise IntakeError("annotations", "must be an object of strings") from None
         starts = _time(item, "startsAt")
         ends = _time(item, "endsAt")
         gen = item.get("generatorURL")
@@ -145,6 +150,16 @@ class ExternalAlerts:
             generator_url=gen or None,
             fingerprint=fingerprint(ls),
         ), timeout
+
+    def _check_labels(self, labels: dict[str, Any]) -> None:
+        for k, v in labels.items():
+            if not isinstance(v, str):
+                raise IntakeError(f"labels.{k}", "label values must be strings")
+            if k not in self._valid_names:
+                if not _LABEL_NAME.match(k):
+                    raise IntakeError(f"labels.{k}", f"invalid label name {k!r}")
+                if len(self._valid_names) < 10_000:  # bounded: names are few, values are many
+                    self._valid_names.add(k)
 
     def put(self, posted: list[Posted]) -> list[Alert]:
         """Merge into the store as Alertmanager's provider does; returns what the dispatcher must see."""
