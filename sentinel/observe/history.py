@@ -6,6 +6,7 @@ talks to a scheduler or the store: the poller persists what `apply` reports as c
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,8 @@ class PipelineHistory:
         self._info = info
         self._sorted: list[RunUpdate] | None = None
         self._derived: dict[str, Any] = {}
+        self._runs_derived: dict[str, Any] = {}  # like `_derived`, but kept across task and info changes
+        self._watchers: weakref.WeakSet[ChangeLog] | None = None  # set by `History.pipeline`
 
     def __repr__(self) -> str:
         return f"PipelineHistory({self.key!r}, runs={len(self.runs)}, version={self.version})"
@@ -73,6 +76,9 @@ class PipelineHistory:
     def _changed(self) -> None:
         self.version += 1
         self._derived.clear()
+        if self._watchers:
+            for log in self._watchers:
+                log.pipelines.add(self)
 
     def add_run(self, run: RunUpdate) -> bool:
         """Keep the newest view of a run. Returns True if anything changed."""
@@ -82,12 +88,15 @@ class PipelineHistory:
         if old is not None and _older(run.updated_at, old.updated_at):
             return False  # an overlap re-read of an older state must not roll the run back
         self.runs[run.run_id] = run
-        self._sorted = None
+        self._sorted = _resorted(self._sorted, old, run)
+        self._runs_derived.clear()
         if len(self.runs) > self.max_runs:
-            for victim in self.ordered()[: len(self.runs) - self.max_runs]:
+            ordered = self.ordered()
+            excess = len(self.runs) - self.max_runs
+            for victim in ordered[:excess]:
                 self.runs.pop(victim.run_id, None)
                 self.tasks.pop(victim.run_id, None)
-            self._sorted = None
+            self._sorted = ordered[excess:]  # what is left, still in order
         self._changed()
         return True
 
@@ -121,9 +130,18 @@ class PipelineHistory:
             value = self._derived[name] = compute(self)
             return value
 
+    def runs_derived(self, name: str, compute: Callable[[PipelineHistory], T]) -> T:
+        """Like `derived`, for what `compute` reads from the runs alone (never tasks or info): memoised
+        until a run changes, so the task updates of a running pipeline do not recompute it."""
+        try:
+            return cast(T, self._runs_derived[name])
+        except KeyError:
+            value = self._runs_derived[name] = compute(self)
+            return value
+
     def terminal(self) -> list[RunUpdate]:
-        """Terminal runs, oldest period first (shared until the next change: do not mutate)."""
-        return self.derived("terminal", _terminal)
+        """Terminal runs, oldest period first (shared until a run changes: do not mutate)."""
+        return self.runs_derived("terminal", _terminal)
 
     def last_terminal(self) -> RunUpdate | None:
         for r in reversed(self.ordered()):
@@ -135,8 +153,41 @@ class PipelineHistory:
         return list(self.tasks.get(run_id, {}).values())
 
 
+def _resorted(ordered: list[RunUpdate] | None, old: RunUpdate | None, run: RunUpdate) -> list[RunUpdate] | None:
+    """`ordered` after `run` replaced `old` (or arrived), as a new list; None when only a sort can tell.
+
+    Sorting a hundred runs on every state change of one was most of what a replay's rules cost. A sort is
+    stable and the runs dict keeps a replaced run's place, so a run whose period did not move keeps its
+    index, and a new run (last in the dict) whose period is the latest goes last."""
+    if ordered is None:
+        return None
+    key = run_order(run)
+    if old is not None:
+        if run_order(old) != key:
+            return None
+        for i in range(len(ordered) - 1, -1, -1):
+            if ordered[i] is old:
+                out = ordered.copy()  # the old list may still be held by a caller: never mutate it
+                out[i] = run
+                return out
+        return None
+    if not ordered or run_order(ordered[-1]) <= key:
+        return [*ordered, run]
+    return None
+
+
 def _terminal(ph: PipelineHistory) -> list[RunUpdate]:
     return [r for r in ph.ordered() if r.state.terminal]
+
+
+class ChangeLog:
+    """The pipelines (made by `History.pipeline`) that changed since the owner last cleared `pipelines`:
+    lets a caller find what changed among 10,000s of pipelines without comparing every version."""
+
+    __slots__ = ("__weakref__", "pipelines")
+
+    def __init__(self) -> None:
+        self.pipelines: set[PipelineHistory] = set()
 
 
 @dataclass
@@ -154,12 +205,24 @@ class History:
         self.health: dict[str, SourceHealth] = {}
         self.import_errors: dict[str, tuple[ImportErrorInfo, ...]] = {}
         self.polled_once: set[str] = set()
+        self._watchers: weakref.WeakSet[ChangeLog] = weakref.WeakSet()
 
     def pipeline(self, key: PipelineKey) -> PipelineHistory:
         ph = self.pipelines.get(key)
         if ph is None:
             ph = self.pipelines[key] = PipelineHistory(key, self.max_runs)
+            ph._watchers = self._watchers
         return ph
+
+    def watch(self) -> ChangeLog:
+        """A new log of the pipelines that change from now on; it lives as long as the caller keeps it."""
+        log = ChangeLog()
+        self._watchers.add(log)
+        return log
+
+    def watches(self, ph: PipelineHistory) -> bool:
+        """Whether `ph`'s changes reach this history's logs (not so for a pipeline made elsewhere)."""
+        return ph._watchers is self._watchers
 
     def of_source(self, source: str) -> Iterator[PipelineHistory]:
         return (ph for k, ph in self.pipelines.items() if k.source == source)
@@ -175,7 +238,7 @@ class History:
         for run in result.runs:
             ph = self.pipeline(run.key)
             before = ph.runs.get(run.run_id)
-            if ph.add_run(run) and (before is None or before.state != run.state or before != run):
+            if ph.add_run(run):  # True only when `run` differs from `before`
                 ch.runs.append(run)
                 if run.state.terminal and (before is None or not before.state.terminal):
                     ch.finished.append(run)

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from sentinel.model import RunState, RunUpdate, TaskUpdate
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, order=True)
@@ -37,14 +42,15 @@ def run_steps(run: RunUpdate) -> list[tuple[datetime, RunUpdate]]:
         steps.append(
             (
                 run.queued_at,
-                run.model_copy(
+                copy_model(
+                    run,
                     update={
                         "state": RunState.QUEUED,
                         "started_at": None,
                         "ended_at": None,
                         "updated_at": run.queued_at,
                         "message": None,
-                    }
+                    },
                 ),
             )
         )
@@ -52,12 +58,13 @@ def run_steps(run: RunUpdate) -> list[tuple[datetime, RunUpdate]]:
         steps.append(
             (
                 run.started_at,
-                run.model_copy(
-                    update={"state": RunState.RUNNING, "ended_at": None, "updated_at": run.started_at, "message": None}
+                copy_model(
+                    run,
+                    update={"state": RunState.RUNNING, "ended_at": None, "updated_at": run.started_at, "message": None},
                 ),
             )
         )
-    steps.append((last, run.model_copy(update={"updated_at": last})))
+    steps.append((last, copy_model(run, update={"updated_at": last})))
     return steps
 
 
@@ -70,12 +77,18 @@ def task_steps(task: TaskUpdate, run_end: datetime | None) -> list[tuple[datetim
         steps.append(
             (
                 task.started_at,
-                task.model_copy(
-                    update={"state": RunState.RUNNING, "ended_at": None, "updated_at": task.started_at, "message": None}
+                copy_model(
+                    task,
+                    update={
+                        "state": RunState.RUNNING,
+                        "ended_at": None,
+                        "updated_at": task.started_at,
+                        "message": None,
+                    },
                 ),
             )
         )
-    steps.append((last, task.model_copy(update={"updated_at": last})))
+    steps.append((last, copy_model(task, update={"updated_at": last})))
     return steps
 
 
@@ -92,6 +105,24 @@ def timeline(runs: list[RunUpdate], tasks: list[TaskUpdate]) -> list[Fact]:
             out.append(Fact(at, len(out), task.source, snap))
     out.sort(key=_order)  # the dataclass order, (at, seq), compared as plain tuples
     return out
+
+
+def copy_model(model: M, update: dict[str, Any]) -> M:
+    """`model.model_copy(update=update)` for a model without extra fields, at a third of its cost.
+
+    A long replay makes a few snapshots of every run and task (hundreds of thousands): pydantic's copy
+    goes through `copy.copy` three times for each. The result is the same: a new `__dict__` with the
+    update, the updated names added to the fields set, private state copied over."""
+    if model.__pydantic_extra__ is not None or model.model_config.get("extra") == "allow":
+        return model.model_copy(update=update)
+    cls = type(model)
+    new = cls.__new__(cls)
+    private = getattr(model, "__pydantic_private__", None)
+    object.__setattr__(new, "__dict__", {**model.__dict__, **update})
+    object.__setattr__(new, "__pydantic_extra__", None)
+    object.__setattr__(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
+    object.__setattr__(new, "__pydantic_private__", None if private is None else dict(private))
+    return new
 
 
 def _order(f: Fact) -> tuple[datetime, int]:

@@ -16,7 +16,7 @@ from sentinel.alerting.alert import Alert, LabelSet
 from sentinel.clock import FrozenClock
 from sentinel.model import PipelineInfo, PipelineKey, PollResult, RunUpdate, SourceHealth, TaskUpdate
 from sentinel.observe.history import History
-from sentinel.replay.facts import Fact
+from sentinel.replay.facts import Fact, copy_model
 from sentinel.replay.idle import needs_full_tick
 from sentinel.replay.notifier import ReplayNotifier
 from sentinel.rules.engine import RuleEngine
@@ -160,5 +160,15 @@ def _poll(source: str, t: datetime, runs: tuple[RunUpdate, ...], tasks: tuple[Ta
     """
     if t.tzinfo is not UTC:
         return PollResult(source=source, health=_up(source, t), runs=runs, tasks=tasks)
-    health = SourceHealth.model_construct(source=source, reachable=True, observed_at=t)
-    return PollResult.model_construct(source=source, health=health, runs=runs, tasks=tasks)
+    template = _TEMPLATES.get(source)
+    if template is None:
+        # `model_construct` fills every default on each call; a copy of one built per source does not.
+        health = SourceHealth.model_construct(source=source, reachable=True, observed_at=t)
+        template = _TEMPLATES[source] = PollResult.model_construct(source=source, health=health, runs=(), tasks=())
+    health = copy_model(template.health, {"observed_at": t})
+    result = copy_model(template, {"health": health, "runs": runs, "tasks": tasks})
+    result.__dict__["cursor"] = {}  # its own, as `model_construct` would make it (fields set unchanged)
+    return result
+
+
+_TEMPLATES: dict[str, PollResult] = {}  # one per source name: bounded by the sources a replay reads

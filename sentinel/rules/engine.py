@@ -194,8 +194,13 @@ class RuleEngine:
         selector = rule.pipelines or group.pipelines
         judge: dict[PipelineKey, PipelineHistory] = {}
         dropped: list[PipelineKey] = []
+        selected = st.selected
         for key, ph in changed.items():
-            if selector.matches(key, ph.info):
+            # Selection reads the key and the pipeline's info only: a run changing it cannot move it.
+            hit = selected.get(key)
+            if hit is None or hit[0] != ph.info_version:
+                hit = selected[key] = (ph.info_version, selector.matches(key, ph.info))
+            if hit[1]:
                 judge[key] = ph
             elif key in st.verdicts:
                 dropped.append(key)
@@ -503,6 +508,8 @@ class _RuleState:
 
     def __init__(self, rule: RuleBase, instances: Mapping[str, Instance]) -> None:
         self.verdicts: dict[PipelineKey, _Verdict] = {}
+        # pipeline -> (info version, whether the rule's selector picks it); the selector is fixed per state
+        self.selected: dict[PipelineKey, tuple[int, bool]] = {}
         self.heap: list[tuple[datetime, int, PipelineKey]] = []
         self._seq = itertools.count()
         # fingerprint -> pipeline of every instance whose finding currently stands
@@ -598,6 +605,12 @@ class _Caches:
     info_versions: list[int] = field(default_factory=list)
     info_changed: bool = False
     states: dict[str, _RuleState] = field(default_factory=dict)
+    # The pipelines changed since the last full pass (`History.watch`); `logged`: every pipeline in `order`
+    # reports its changes there, so a full pass may look at the logged ones only.
+    log: Any = None
+    logged: bool = True
+    scanned: bool = False  # a full pass happened since `log` exists: it holds every change since
+    added: list[int] = field(default_factory=list)  # positions of pipelines new since the last full pass
     # source rules: rule id -> finding labels -> what the finding rendered to
     rendered: dict[str, _RenderCache] = field(default_factory=dict)
 
@@ -612,20 +625,44 @@ class _Caches:
         the rules last judged it. One pass over the pipelines per tick, shared by every rule, in C loops:
         at 10,000 pipelines a Python loop alone would cost milliseconds."""
         pipelines = history.pipelines
+        log = self.log
+        if log is None and hasattr(history, "watch"):
+            log = self.log = history.watch()  # before the first full pass: it sees whatever changes after
+        start = len(self.order)
         if len(pipelines) != len(self.order):
             if len(pipelines) < len(self.order):
                 self.order, self.position, self.versions, self.info_versions = [], {}, [], []
-            start = len(self.order)
+                self.logged, self.scanned, self.added, start = True, False, [], 0
             for key, ph in itertools.islice(pipelines.items(), start, None):
                 self.position[key] = len(self.order)
                 self.order.append(ph)
                 self.versions.append(-1)
                 self.info_versions.append(-1)
+                self.added.append(len(self.order) - 1)
+                if self.logged and not history.watches(ph):
+                    self.logged = False  # made outside `History.pipeline`: its changes are not logged
         if only is not None:
             picked = [self.position[k] for k in only if k in self.position]
+        elif log is not None and self.scanned and self.logged:
+            # Only logged pipelines (and new ones) can differ from the version last judged.
+            order, versions, position = self.order, self.versions, self.position
+            candidates = set(self.added)
+            for ph in log.pipelines:
+                i = position.get(ph.key)
+                if i is None or order[i] is not ph:
+                    candidates = set(range(len(order)))  # a pipeline replaced under its key: look at all
+                    break
+                candidates.add(i)
+            picked = sorted(i for i in candidates if versions[i] != order[i].version)
+            log.pipelines.clear()
+            self.added = []
         else:
             current = list(map(_VERSION, self.order))
             picked = list(itertools.compress(range(len(current)), map(operator.ne, current, self.versions)))
+            if log is not None:
+                log.pipelines.clear()
+                self.scanned = True
+            self.added = []
         out: dict[PipelineKey, PipelineHistory] = {}
         for i in picked:
             ph = self.order[i]

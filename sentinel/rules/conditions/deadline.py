@@ -181,7 +181,7 @@ def _done_by(run: RunUpdate, now: datetime) -> bool:
 
 def _satisfied(ph: PipelineHistory, start: datetime, end: datetime, now: datetime) -> bool:
     """Whether a successful run *for* [start, end) exists, done by `now`."""
-    periods, runs = ph.derived("deadline.successes", _successes)
+    periods, runs = ph.runs_derived("deadline.successes", _successes)
     # Successes are ordered by the period they are for: look only at those inside [start, end).
     i = bisect_left(periods, end)
     while i > 0:
@@ -201,7 +201,7 @@ def _successes(ph: PipelineHistory) -> tuple[list[datetime], list[RunUpdate]]:
 
 
 def _last_success(ph: PipelineHistory, now: datetime) -> datetime | None:
-    ends = ph.derived("deadline.success_ends", _success_ends)
+    ends = ph.runs_derived("deadline.success_ends", _success_ends)
     i = bisect_right(ends, now)
     return ends[i - 1] if i else None
 

@@ -153,7 +153,7 @@ def evaluate(rule: DurationRule, scope: Scope) -> Evaluation:
 
 def _judge(rule: DurationRule, ph: PipelineHistory, now: datetime) -> Finding | None:
     # The run in progress is the most current news, so it wins when both it and the last run are off.
-    running = ph.derived("duration.oldest_running", _oldest_running_of)
+    running = ph.runs_derived("duration.oldest_running", _oldest_running_of)
     if running is not None and rule.max is not None and running.started_at is not None:
         elapsed = max(0.0, (now - running.started_at).total_seconds())
         hit = _check(rule, ph, running, elapsed, rule.max, "long")
@@ -295,7 +295,7 @@ def describe(seconds: float) -> str:
 def quiet_until(rule: DurationRule, ph: PipelineHistory, scope: Scope) -> datetime | None:
     """For a pipeline `evaluate` found nothing for: when the run in progress passes `max`, its history
     unchanged. The finished run's verdict reads the history alone."""
-    running = ph.derived("duration.oldest_running", _oldest_running_of)
+    running = ph.runs_derived("duration.oldest_running", _oldest_running_of)
     if running is None or rule.max is None or running.started_at is None:
         return None
     baseline: float | None = None

@@ -26,7 +26,7 @@ class FailedRule(RuleBase):
 
 def decisive(ph: PipelineHistory) -> list[RunUpdate]:
     """Terminal runs that say something about health, oldest first (shared until the pipeline changes)."""
-    return ph.derived("decisive", _decisive)
+    return ph.runs_derived("decisive", _decisive)
 
 
 def _decisive(ph: PipelineHistory) -> list[RunUpdate]:
@@ -52,19 +52,34 @@ def evaluate(rule: FailedRule, scope: Scope) -> Evaluation:
     return Evaluation(findings)
 
 
-def _failed_run(rule: FailedRule, ph: PipelineHistory) -> Finding | None:
-    runs = decisive(ph)
-    if len(runs) < rule.consecutive:
-        return None
-    tail = runs[-rule.consecutive :]
-    if not all(r.state.failure for r in tail):
-        return None
-    last = tail[-1]
+_DECISIVE = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CRASHED})
+
+
+def _streak(ph: PipelineHistory) -> tuple[RunUpdate, int] | None:
+    """The last decisive run and how many decisive runs in a row failed up to it (None: it did not fail).
+
+    Walks `decisive(ph)` from its end without building it: nearly every pipeline's last decisive run
+    succeeded, so this usually stops within a run or two."""
+    last: RunUpdate | None = None
     streak = 0
-    for r in reversed(runs):
-        if not r.state.failure:
+    for r in reversed(ph.ordered()):
+        state = r.state
+        if state not in _DECISIVE:
+            continue
+        if state == RunState.SUCCESS:
             break
+        if last is None:
+            last = r
         streak += 1
+    return None if last is None else (last, streak)
+
+
+def _failed_run(rule: FailedRule, ph: PipelineHistory) -> Finding | None:
+    # Kept until a run changes: the task updates of a running pipeline cannot end or start a streak.
+    hit = ph.runs_derived("failed.streak", _streak)
+    if hit is None or hit[1] < rule.consecutive:
+        return None
+    last, streak = hit
     return Finding(
         pipeline_labels(ph),
         {

@@ -67,7 +67,7 @@ def _waiting_runs(ph: PipelineHistory) -> list[RunUpdate]:
 def _judge(rule: StuckRule, ph: PipelineHistory, now: datetime) -> Finding | None:
     worst: tuple[timedelta, RunUpdate, datetime] | None = None
     count = 0
-    for run in ph.derived("stuck.waiting", _waiting_runs):
+    for run in ph.runs_derived("stuck.waiting", _waiting_runs):
         since = waiting_since(run, now)
         if since is None:
             continue
@@ -102,7 +102,7 @@ def quiet_until(rule: StuckRule, ph: PipelineHistory, scope: Scope) -> datetime 
     if is_paused(ph):
         return None
     best: datetime | None = None
-    for run in ph.derived("stuck.waiting", _waiting_runs):
+    for run in ph.runs_derived("stuck.waiting", _waiting_runs):
         since = run.queued_at or run.scheduled_for
         if since is None or (run.state is not RunState.QUEUED and run.scheduled_for is None):
             continue
