@@ -26,4 +26,4 @@ python3 -m venv .venv
 .venv/bin/python -m tests.servers.venvs all
 
 .venv/bin/ruff check sentinel adapters tests bench
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+SENTINEL_REQUIRE_PYOD=1 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -23,6 +23,7 @@ import pytest
 from sentinel.cli_backtest import backtest
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
+from sentinel.model import RunState
 from sentinel.rules.files import load_rules
 from tests.sink import Delivery, WebhookSink
 
@@ -131,12 +132,29 @@ async def test_backtest_reproduces_the_live_daemons_notifications(
 
         await run(ALPHA, True, 1)  # alpha fails: a page
         await run(BETA, True, 2)  # beta fails: a page of its own group
+
+        async def judged(flow: str, state: RunState, count: int = 1) -> None:
+            # An absence is asserted only after the daemon has seen the run and polled (and judged) twice more.
+            def seen() -> bool:
+                return count <= sum(
+                    r.state is state
+                    for key, ph in daemon.history.pipelines.items()
+                    if key.pipeline == flow
+                    for r in ph.runs.values()
+                )
+
+            await until(seen, POLL + 20, f"{flow} {state.value} seen by the daemon")
+            poller = daemon.pollers["prefect"]
+            cycles = poller.cycles
+            await until(lambda: poller.cycles >= cycles + 2, 20, "two more polls")
+
         await run(GAMMA, False, 2)
-        await asyncio.sleep(3 * POLL)  # gamma's success must not notify; the assertion below is on absence
+        await judged(GAMMA, RunState.SUCCESS)  # gamma's success must not notify
         assert len(sink.deliveries) == 2
         await run(BETA, False, 3)  # beta recovers: resolved
         await run(ALPHA, True, 3)  # alpha fails again: still the same firing alert, no new message
-        await asyncio.sleep(3 * POLL)
+        await judged(ALPHA, RunState.FAILED, 2)  # the second failure judged: no new message
+        assert len(sink.deliveries) == 3
         await run(ALPHA, False, 4)  # alpha recovers
     finally:
         await daemon.stop()
