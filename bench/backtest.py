@@ -36,6 +36,7 @@ from sentinel.backtest.report import summarize
 from sentinel.calendars import Calendars
 from sentinel.clock import FrozenClock
 from sentinel.config import load_config
+from sentinel.gc_tuning import tuned_for_batch
 from sentinel.rules.files import load_rules
 from sentinel.sim.airflow_api import SIM_PASSWORD, SIM_USERNAME
 from sentinel.sim.scenario import investment_world
@@ -179,4 +180,5 @@ if __name__ == "__main__":
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--step", default="15s", help="evaluation_interval of the replayed config (default 15s)")
-    asyncio.run(main(p.parse_args()))
+    with tuned_for_batch():  # as `sentinel backtest` runs
+        asyncio.run(main(p.parse_args()))

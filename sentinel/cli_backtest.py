@@ -51,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    from sentinel.gc_tuning import tuned_for_batch
+
     try:
-        result = asyncio.run(backtest(loaded, rules, since, tz, base=base, progress_stream=sys.stderr))
+        with tuned_for_batch():
+            result = asyncio.run(backtest(loaded, rules, since, tz, base=base, progress_stream=sys.stderr))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a source that cannot be read: say which, no traceback
