@@ -7,7 +7,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from sentinel.alerting import time_intervals as ti
 from sentinel.alerting.matchers import Matcher, parse_matchers
@@ -31,9 +41,24 @@ class WebhookConfig(_Strict):
     timeout: Duration = timedelta(seconds=10)
 
 
+class TaggedUrl(_Strict):
+    """An apprise URL with a tag, as apprise tags its URLs: the tier of a `fallback: [tags…]` it belongs to."""
+
+    url: SecretStr
+    tag: Name
+
+
+# A string is a plain URL, a mapping a tagged one: chosen by shape, so an error names only the form used.
+_AppriseUrl = Annotated[
+    Annotated[SecretStr, Tag("plain")] | Annotated[TaggedUrl, Tag("tagged")],
+    Discriminator(lambda v: "tagged" if isinstance(v, dict | TaggedUrl) else "plain"),
+]
+
+
 class ReceiverConfig(_Strict):
     name: Name
-    urls: list[SecretStr] = Field(default_factory=list)  # apprise URLs: they carry tokens, so secrets
+    # apprise URLs, plain or {url, tag}: they carry tokens, so secrets
+    urls: list[_AppriseUrl] = Field(default_factory=list)
     webhook: WebhookConfig | None = None
     send_resolved: bool = True
     console: bool = False  # print to the terminal (the demo's receiver)
@@ -41,7 +66,21 @@ class ReceiverConfig(_Strict):
     # SMS-type apprise schemes (twilio://, sns://, vonage://, …).
     paid: bool | None = None
     max_notifications_per_minute: Annotated[int, Field(ge=1)] | None = None  # excess waits, never dropped
-    fallback: bool = False  # try the integrations in order, stopping at the first that delivers
+    # true: try the integrations in order, stopping at the first that delivers; a list of tags: tiers in
+    # priority order, each sent to all of its URLs, stopping at the first tier where one delivers
+    fallback: bool | list[Name] = False
+
+    @property
+    def apprise_urls(self) -> list[SecretStr]:
+        return [u.url if isinstance(u, TaggedUrl) else u for u in self.urls]
+
+    @property
+    def tiers(self) -> tuple[tuple[int, ...], ...]:
+        """`fallback: [tags…]` as the indices of `urls` in each tier, highest priority first; () otherwise."""
+        if not isinstance(self.fallback, list):
+            return ()
+        tags = [u.tag if isinstance(u, TaggedUrl) else None for u in self.urls]
+        return tuple(tuple(i for i, t in enumerate(tags) if t == tag) for tag in self.fallback)
 
 
 def _matchers(v: Any) -> tuple[Matcher, ...]:
@@ -333,7 +372,43 @@ def _route_problems(doc: Document, cfg: Config) -> list[Problem]:
             walk(child, (*path, "routes", i))
 
     walk(cfg.route, ("route",))
-    return problems + _time_interval_problems(doc, cfg)
+    return problems + _time_interval_problems(doc, cfg) + _fallback_problems(doc, cfg)
+
+
+def _fallback_problems(doc: Document, cfg: Config) -> list[Problem]:
+    """`fallback: [tags…]`: every URL in a tier, every tier holding a URL, nothing outside the tiers."""
+    problems: list[Problem] = []
+    for i, r in enumerate(cfg.receivers):
+        if not isinstance(r.fallback, list):
+            continue
+        where = ("receivers", i, "fallback")
+        listed = set(r.fallback)
+        if not r.fallback:
+            problems.append(doc.problem(where, f"receiver {r.name!r}: fallback lists no tier; use true or tags"))
+        for tag in sorted({t for t in r.fallback if r.fallback.count(t) > 1}):
+            problems.append(doc.problem(where, f"receiver {r.name!r}: fallback tier {tag!r} is listed twice"))
+        for tag, tier in zip(r.fallback, r.tiers, strict=True):
+            if not tier:
+                problems.append(doc.problem(where, f"receiver {r.name!r}: fallback tier {tag!r} tags none of its urls"))
+        for j, u in enumerate(r.urls):
+            if not isinstance(u, TaggedUrl) or u.tag not in listed:
+                problems.append(
+                    doc.problem(
+                        ("receivers", i, "urls", j),
+                        f"receiver {r.name!r}: urls[{j}] is in no fallback tier; give it a tag from "
+                        f"{', '.join(r.fallback)}",
+                    )
+                )
+        for other in ("webhook", "console"):
+            if getattr(r, other):
+                problems.append(
+                    doc.problem(
+                        ("receivers", i, other),
+                        f"receiver {r.name!r}: a receiver with fallback tiers sends only to tagged urls; "
+                        f"{other} has no tier",
+                    )
+                )
+    return problems
 
 
 def _time_interval_problems(doc: Document, cfg: Config) -> list[Problem]:

@@ -9,7 +9,9 @@ from sentinel.config import Config
 
 def delivery_options(config: Config) -> dict[str, DeliveryOptions]:
     return {
-        r.name: DeliveryOptions(paid=r.paid, max_per_minute=r.max_notifications_per_minute, fallback=r.fallback)
+        r.name: DeliveryOptions(
+            paid=r.paid, max_per_minute=r.max_notifications_per_minute, fallback=bool(r.fallback), tiers=r.tiers
+        )
         for r in config.receivers
     }
 

@@ -181,6 +181,24 @@ class FirstSuccessStage:
         raise last
 
 
+class AnyDeliversStage:
+    """One tier of a tiered fallback: every integration of the tier at once; delivered if any one delivered.
+
+    Apprise's `notify(tag=…)` sends to all URLs with the tag the same way; here each keeps its own retries."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+
+    async def __call__(self, ctx: FlushContext, alerts: list[Alert]) -> list[Alert]:
+        results = await asyncio.gather(*(stage(ctx, alerts) for stage in self.stages), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, DeliveryError):
+                raise r
+        if all(isinstance(r, DeliveryError) for r in results):
+            raise next(r for r in reversed(results) if isinstance(r, DeliveryError))
+        return alerts
+
+
 class SetNotifiesStage:
     def __init__(self, nflog: NotificationLog) -> None:
         self.nflog = nflog

@@ -10,6 +10,7 @@ from sentinel.alerting.intents import EndIntentStage, IntentLog, IntentStage
 from sentinel.alerting.muter import MuteStage, Muting
 from sentinel.alerting.nflog import NotificationLog
 from sentinel.alerting.notify_stages import (
+    AnyDeliversStage,
     DedupStage,
     FirstSuccessStage,
     Outcome,
@@ -30,6 +31,7 @@ class DeliveryOptions:
     paid: bool | None = None  # None: automatic, paid for SMS-type integrations
     max_per_minute: int | None = None
     fallback: bool = False
+    tiers: tuple[tuple[int, ...], ...] = ()  # fallback by tag: integration indices per tier, first tier first
 
     def is_paid(self, integration: Integration) -> bool:
         return self.paid if self.paid is not None else integration.kind == "sms"
@@ -48,7 +50,8 @@ def build_pipelines(
 ) -> dict[str, Stage]:
     """receiver name -> Sequence(muting stages…, ack, FanOut(integration -> dedup ▶ [rate] ▶ [intent] retry ▶ log)).
 
-    A `fallback` receiver has one branch whose delivery tries its integrations in order.
+    A `fallback` receiver has one branch whose delivery tries its integrations in order, or its tiers of
+    integrations (`fallback: [tags…]`) in order, each tier sent to all of its integrations at once.
     """
     out: dict[str, Stage] = {}
     for name, integrations in receivers.items():
@@ -66,14 +69,21 @@ def build_pipelines(
                 stages += [deliver, SetNotifiesStage(nflog)]
             return Seq(*stages)
 
-        if opt.fallback and len(integrations) > 1:
-            chain = FirstSuccessStage([RetryStage(i, on_outcome=on_outcome, paid=opt.is_paid(i)) for i in integrations])
+        def retry(i: Integration, opt: DeliveryOptions = opt) -> RetryStage:
+            return RetryStage(i, on_outcome=on_outcome, paid=opt.is_paid(i))
+
+        if opt.tiers:
+            chain: Stage = FirstSuccessStage([AnyDeliversStage([retry(integrations[i]) for i in t]) for t in opt.tiers])
+            paid = any(opt.is_paid(i) for i in integrations)
+            branches = {"fallback": (branch(chain, paid), any(i.send_resolved for i in integrations))}
+        elif opt.fallback and len(integrations) > 1:
+            chain = FirstSuccessStage([retry(i) for i in integrations])
             paid = any(opt.is_paid(i) for i in integrations)
             branches = {"fallback": (branch(chain, paid), any(i.send_resolved for i in integrations))}
         else:
             branches = {
                 i.name: (
-                    branch(RetryStage(i, on_outcome=on_outcome, paid=opt.is_paid(i)), opt.is_paid(i)),
+                    branch(retry(i), opt.is_paid(i)),
                     i.send_resolved,
                 )
                 for i in integrations

@@ -35,7 +35,7 @@ class ReceiverSettings(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def urls(self) -> Sequence[SecretStr | str]: ...
+    def apprise_urls(self) -> Sequence[SecretStr | str]: ...
     @property
     def webhook(self) -> WebhookSettings | None: ...
     @property
@@ -53,7 +53,7 @@ def build_integrations(receiver: ReceiverSettings, *, external_url: str = "") ->
     integrations: list[Integration] = []
     problems: list[str] = []
     per_scheme: Counter[str] = Counter()
-    for i, url in enumerate(receiver.urls):
+    for i, url in enumerate(receiver.apprise_urls):
         where = f"receiver {receiver.name!r} urls[{i}]"
         try:
             target = load_apprise_url(url, where=where)

@@ -29,7 +29,14 @@ from loguru import logger
 from pydantic import BaseModel, SecretStr
 
 from sentinel.alerting.alert import Alert
+from sentinel.alerting.delivery import delivery_options
+from sentinel.alerting.dispatch import Dispatcher
+from sentinel.alerting.nflog import NotificationLog, split_key
+from sentinel.alerting.pipeline import build_pipelines
+from sentinel.alerting.route import Route
 from sentinel.alerting.stage import FlushContext
+from sentinel.clock import FrozenClock
+from sentinel.config import load_config
 from sentinel.notify.apprise_integration import AppriseIntegration, load_apprise_url
 from sentinel.notify.base import DeliveryError
 from sentinel.notify.build import build_integrations
@@ -38,6 +45,7 @@ from sentinel.notify.errors import NotifyConfigError
 from sentinel.notify.message import render
 from sentinel.notify.redact import redact_url, register_secret_url, scrub
 from sentinel.notify.webhook import ZERO_TIME, WebhookIntegration, payload, rfc3339
+from sentinel.yamlfile import ConfigError
 
 try:
     from sentinel.config import ReceiverConfig, WebhookConfig
@@ -688,3 +696,101 @@ async def test_console_prints_title_and_body() -> None:
 async def test_console_defaults_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     await ConsoleIntegration().notify(ctx(), [alert(resolved=True)])
     assert "[RESOLVED] PipelineFailed" in capsys.readouterr().out
+
+
+# --- tiered fallback (`fallback: [tags…]`): tier by tier, each tier to all of its URLs ------------------
+
+TIER_T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+
+TIERS_CONFIG = """\
+receivers:
+  - name: oncall
+    fallback: [primary, backup]
+    urls:
+      - {{url: "{p1}", tag: primary}}
+      - {{url: "{b}", tag: backup}}
+      - {{url: "{p2}", tag: primary}}
+route: {{receiver: oncall, group_by: [alertname], group_wait: 30s, group_interval: 5m}}
+"""
+
+
+def _dispatcher(tmp_path: Path, sink: Sink, clock: FrozenClock) -> tuple[Dispatcher, NotificationLog]:
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text(
+        TIERS_CONFIG.format(p1=sink.url("json", "/p1"), p2=sink.url("json", "/p2"), b=sink.url("json", "/backup"))
+    )
+    config = load_config(cfg).config
+    nflog = NotificationLog()
+    pipelines = build_pipelines(
+        {r.name: build_integrations(r) for r in config.receivers}, nflog, options=delivery_options(config)
+    )
+    return Dispatcher(Route.build(config.route), pipelines, clock, nflog=nflog), nflog
+
+
+def _paths(sink: Sink) -> list[str]:
+    return sorted(r.path for r in sink.received)
+
+
+async def test_a_tier_delivers_when_one_of_its_urls_does_and_the_next_tier_is_not_asked(
+    tmp_path: Path, sink: Sink
+) -> None:
+    clock = FrozenClock(TIER_T0)
+    d, _ = _dispatcher(tmp_path, sink, clock)
+    sink.status["/p1"] = 401  # one primary URL is broken for good; the other works
+    d.put([Alert.of({"alertname": "PricesLate", "severity": "critical"}, starts_at=TIER_T0)])
+    clock.set(TIER_T0 + timedelta(seconds=30))
+    await d.flush_due()
+    assert _paths(sink) == ["/p1", "/p2"]  # both primaries asked at once, the backup never
+    assert "PricesLate" in sink.received[-1].body.decode()
+
+
+async def test_a_failed_tier_falls_back_to_the_next_and_the_log_keeps_it_from_repeating(
+    tmp_path: Path, sink: Sink
+) -> None:
+    clock = FrozenClock(TIER_T0)
+    d, nflog = _dispatcher(tmp_path, sink, clock)
+    sink.status["/p1"] = sink.status["/p2"] = 403  # the whole primary tier refuses (permanent: no retries)
+    d.put([Alert.of({"alertname": "PricesLate"}, starts_at=TIER_T0)])
+    clock.set(TIER_T0 + timedelta(seconds=30))
+    await d.flush_due()
+    assert _paths(sink) == ["/backup", "/p1", "/p2"]
+    # one branch, logged as delivered once
+    assert [split_key(k)[:2] for k in nflog.entries] == [("oncall", "fallback")]
+    # The next group_interval has nothing new: nobody is asked again.
+    clock.set(TIER_T0 + timedelta(minutes=6))
+    await d.flush_due()
+    assert len(sink.received) == 3
+
+
+@pytest.mark.parametrize(
+    ("receiver", "where", "message"),
+    [
+        (
+            "{name: r, fallback: [primary], urls: [{url: 'json://h/a', tag: primary}, 'json://h/b']}",
+            "2:78",
+            "receiver 'r': urls[1] is in no fallback tier; give it a tag from primary",
+        ),
+        (
+            "{name: r, fallback: [primary, backup], urls: [{url: 'json://h/a', tag: primary}]}",
+            "2:25",
+            "receiver 'r': fallback tier 'backup' tags none of its urls",
+        ),
+        (
+            "{name: r, fallback: [a], urls: [{url: 'json://h/a', tag: a}], console: true}",
+            "2:76",
+            "receiver 'r': a receiver with fallback tiers sends only to tagged urls; console has no tier",
+        ),
+        (
+            "{name: r, fallback: [a], urls: [{url: 'json://h/a', tag: a, priority: 1}]}",
+            "2:65",
+            "unknown key 'priority'",
+        ),
+    ],
+)
+def test_tier_mistakes_are_reported_where_they_are(tmp_path: Path, receiver: str, where: str, message: str) -> None:
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text(f"receivers:\n  - {receiver}\nroute: {{receiver: r}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    text = str(err.value)
+    assert f"{cfg}:{where}:" in text and message in text, text
