@@ -34,23 +34,39 @@ def problems(config_path: Path) -> list[Problem]:
     except ConfigError as exc:
         return exc.problems
     found = _guarded(config_path, lambda: _config_problems(loaded))
-    found += rule_problems(loaded.rule_paths, known_calendars(loaded.config.calendars), runbook_dirs=[loaded.base_dir])
+    found += rule_problems(
+        loaded.rule_paths,
+        known_calendars(loaded.config.calendars),
+        runbook_dirs=[loaded.base_dir],
+        volume_sources=[s.name for s in loaded.config.sources if s.volume is not None],
+    )
     found += _guarded(config_path, lambda: _receiver_problems(loaded))
     return _unique(found)
 
 
-def rule_problems(paths: Sequence[Path], calendars: Iterable[str], runbook_dirs: Sequence[Path] = ()) -> list[Problem]:
-    """Problems of rule files on their own (schema, templates) and together (group names)."""
+def rule_problems(
+    paths: Sequence[Path],
+    calendars: Iterable[str],
+    runbook_dirs: Sequence[Path] = (),
+    volume_sources: Sequence[str] | None = None,
+) -> list[Problem]:
+    """Problems of rule files on their own (schema, templates) and together (group names).
+
+    `volume_sources`: the sources with `volume:` in sentinel.yaml (None: rule files checked without one)."""
     known = set(calendars)
     found: list[Problem] = []
     groups: dict[str, Problem] = {}  # group name -> where it was first defined
     for path in paths:
-        found += _guarded(path, lambda p=path: _rule_file_problems(p, known, runbook_dirs, groups))
+        found += _guarded(path, lambda p=path: _rule_file_problems(p, known, runbook_dirs, groups, volume_sources))
     return found
 
 
 def _rule_file_problems(
-    path: Path, calendars: set[str], runbook_dirs: Sequence[Path], groups: dict[str, Problem]
+    path: Path,
+    calendars: set[str],
+    runbook_dirs: Sequence[Path],
+    groups: dict[str, Problem],
+    volume_sources: Sequence[str] | None = None,
 ) -> list[Problem]:
     try:
         doc = load(path)
@@ -62,12 +78,17 @@ def _rule_file_problems(
     except ConfigError as exc:
         found += exc.problems
     # The checks below read the raw document so a schema error elsewhere does not hide them.
-    found += _semantic(doc, path, calendars, [*runbook_dirs, *path.resolve().parents], groups)
+    found += _semantic(doc, path, calendars, [*runbook_dirs, *path.resolve().parents], groups, volume_sources)
     return found
 
 
 def _semantic(
-    doc: Document, path: Path, calendars: set[str], runbook_dirs: list[Path], groups: dict[str, Problem]
+    doc: Document,
+    path: Path,
+    calendars: set[str],
+    runbook_dirs: list[Path],
+    groups: dict[str, Problem],
+    volume_sources: Sequence[str] | None = None,
 ) -> list[Problem]:
     out: list[Problem] = []
     data = doc.data
@@ -100,7 +121,27 @@ def _semantic(
                 out += _runbook(doc, r, rp, runbook_dirs)
                 out += _templates(doc, r, rp)
                 out += _anomaly_detector(doc, r, rp)
+                out += _volume_read(doc, r, rp, volume_sources)
     return out
+
+
+def _volume_read(
+    doc: Document, rule: dict[Any, Any], path: tuple[str | int, ...], volume_sources: Sequence[str] | None
+) -> list[Problem]:
+    """An anomaly rule judging `volume` when no source reads one: it would never judge it, silently."""
+    features = rule.get("features")
+    if volume_sources is None or volume_sources or rule.get("when") != "anomaly":
+        return []
+    if not isinstance(features, list) or "volume" not in features:
+        return []
+    return [
+        doc.problem(
+            (*path, "features"),
+            "features: 'volume' is read only from sources with a `volume:` block in sentinel.yaml, and none has "
+            "one: no run will carry a volume, so this rule never judges it",
+            severity="warning",
+        )
+    ]
 
 
 def _templates(doc: Document, rule: dict[Any, Any], path: tuple[str | int, ...]) -> list[Problem]:

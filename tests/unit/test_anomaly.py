@@ -442,6 +442,26 @@ def test_unknown_pyod_detector_is_a_check_error(tmp_path: Path) -> None:
     assert any("unknown PyOD detector 'nosuchmodel'" in p and ":6:" in p for p in found), found
 
 
+def test_check_warns_when_a_volume_rule_has_no_source_reading_volumes(tmp_path: Path) -> None:
+    from sentinel.check import problems
+
+    (tmp_path / "rules.yaml").write_text(
+        "groups:\n  - name: g\n    rules:\n"
+        "      - alert: RowsOdd\n        when: anomaly\n        features: [volume]\n"
+        "        annotations: {runbook_url: https://example.com/rows}\n"
+    )
+    source = "sources:\n  - {name: af, kind: airflow, url: 'http://127.0.0.1:9', username: u, password: p%s}\n"
+    rest = "rule_files: [rules.yaml]\nreceivers: [{name: r, console: true}]\nroute: {receiver: r}\n"
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text(source % "" + rest)
+    found = problems(cfg)
+    assert [(p.line, p.col, p.severity) for p in found if "'volume' is read only from sources" in p.message] == [
+        (6, 19, "warning")
+    ]
+    cfg.write_text(source % ", volume: {pipelines: ['*'], task_id: publish, key: rows}" + rest)
+    assert not [p for p in problems(cfg) if "volume" in p.message]
+
+
 @pytest.mark.parametrize(("doc", "marker"), [("rules.md", "## when: anomaly\n"), ("anomaly.md", "# `when: anomaly`")])
 def test_docs_examples_load(tmp_path: Path, doc: str, marker: str) -> None:
     text = (Path(__file__).parents[2] / "docs" / doc).read_text()
