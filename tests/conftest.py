@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sentinel.notify.webhook import close_sessions
+from tests.sink import WebhookSink
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +15,11 @@ async def _close_webhook_pool() -> AsyncIterator[None]:
     # Webhooks share one keep-alive pool per event loop; a test that sends without a daemon closes it here.
     yield
     await close_sessions()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[WebhookSink]:
+    """A real webhook sink on 127.0.0.1 (tests/sink.py); a module may define its own `sink` instead."""
+    s = await WebhookSink().start()
+    yield s
+    await s.stop()

@@ -164,13 +164,6 @@ def final_states(deliveries: list[Delivery]) -> set[Notice]:
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[WebhookSink]:
-    s = await WebhookSink().start()
-    yield s
-    await s.stop()
-
-
-@pytest.fixture
 async def alertmanager(sink: WebhookSink, tmp_path: Path) -> AsyncIterator[Alertmanager]:
     work = tmp_path / "am"
     work.mkdir()

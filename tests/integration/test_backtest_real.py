@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from sentinel.daemon import Daemon
 from sentinel.model import RunState
 from sentinel.rules.files import load_rules
 from tests.sink import Delivery, WebhookSink
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -98,21 +98,6 @@ def replayed(n: dict[str, Any]) -> Signature:
         return tuple(sorted(f"{a['alertname']}:{a['pipeline']}" for a in alerts))
 
     return (n["receiver"], tuple(sorted(n["group"].items())), names(n["firing"]), names(n["resolved"]))
-
-
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[WebhookSink]:
-    s = await WebhookSink().start()
-    yield s
-    await s.stop()
 
 
 async def test_backtest_reproduces_the_live_daemons_notifications(

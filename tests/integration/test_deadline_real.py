@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from sentinel.model import RunState
 from tests.servers import procs
 from tests.servers.airflow import DAGS_DIR
 from tests.sink import Delivery, WebhookSink
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -210,21 +211,6 @@ def alerts(deliveries: list[Delivery], status: str) -> list[tuple[Delivery, dict
 
 def firing_deliveries(deliveries: list[Delivery]) -> list[Delivery]:
     return list({id(d): d for d, _ in alerts(deliveries, "firing")}.values())
-
-
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[WebhookSink]:
-    s = await WebhookSink().start()
-    yield s
-    await s.stop()
 
 
 @pytest.mark.parametrize("stack", ["airflow3", "prefect3"])

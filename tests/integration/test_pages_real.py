@@ -8,8 +8,7 @@ nothing; a restart of Sentinel sends no duplicate; stopping the scheduler's API 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from tests.sink import Delivery, WebhookSink
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -147,26 +147,11 @@ def resolved(deliveries: list[Delivery], alertname: str) -> list[Delivery]:
     ]
 
 
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def start_daemon(cfg: Path) -> Daemon:
     d = Daemon(load_config(cfg))
     await d.start()
     await until(lambda: d.ready and d.dispatcher.ready.is_set(), 60, "sentinel ready")
     return d
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[WebhookSink]:
-    s = await WebhookSink().start()
-    yield s
-    await s.stop()
 
 
 @pytest.mark.parametrize("stack", ["airflow3", "airflow2", "prefect3"])

@@ -10,7 +10,7 @@ import asyncio
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +108,6 @@ class Prometheus:
 
     def stop(self) -> None:
         self.proc.stop(grace=5)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[WebhookSink]:
-    s = await WebhookSink().start()
-    yield s
-    await s.stop()
 
 
 async def test_prometheus_sees_runs_ratios_recordings_and_alerts_reach_sentinel(

@@ -4,7 +4,6 @@ never a crash. The daemon polls a real local HTTP server that misbehaves on purp
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from loguru import logger
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from tests.sink import WebhookSink
+from tests.waiting import until
 
 
 class BrokenScheduler:
@@ -90,13 +90,6 @@ server: {{listen: "127.0.0.1:0"}}
 def outcome_count(d: Daemon, outcome: str) -> float:
     v = d.metrics.registry.get_sample_value("sentinel_source_requests_total", {"source": "flaky", "outcome": outcome})
     return v or 0.0
-
-
-async def until(cond, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(("mode", "outcome"), [("500", "http_5xx"), ("slow", "timeout"), ("garbage", "invalid_json")])

@@ -33,13 +33,6 @@ server: {{listen: "127.0.0.1:0", api_token: tok-123456{extra}}}
 """
 
 
-@pytest.fixture
-async def sink() -> AsyncIterator[WebhookSink]:
-    s = await WebhookSink().start()
-    yield s
-    await s.stop()
-
-
 async def _daemon(tmp_path: Path, sink: WebhookSink, extra: str = "") -> Daemon:
     cfg = tmp_path / "sentinel.yaml"
     cfg.write_text(CONFIG.format(sink=sink.url, extra=extra))

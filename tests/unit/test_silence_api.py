@@ -5,8 +5,7 @@ why an alert is held back, and silences surviving a restart."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.rules.lifecycle import Instance
 from tests.sink import WebhookSink
+from tests.waiting import until
 
 T0 = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 TOKEN = "tok-silence-123"
@@ -43,13 +43,6 @@ server: {{listen: "127.0.0.1:0", api_token: {token}}}
 """
 
 
-@pytest.fixture
-async def sink() -> AsyncIterator[WebhookSink]:
-    s = await WebhookSink().start()
-    yield s
-    await s.stop()
-
-
 async def start(tmp_path: Path, sink: WebhookSink, clock: FrozenClock) -> Daemon:
     cfg = tmp_path / "sentinel.yaml"
     cfg.write_text(CONFIG.format(sink=sink.url, token=TOKEN))
@@ -67,13 +60,6 @@ async def daemon(tmp_path: Path, sink: WebhookSink) -> AsyncIterator[Daemon]:
 
 def base(d: Daemon) -> str:
     return f"http://127.0.0.1:{d.web_port}"
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 def firing(d: Daemon, name: str, **labels: str) -> Alert:
