@@ -11,6 +11,7 @@ do not themselves match the target side, so two alerts matching both sides canno
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,6 +68,9 @@ class Inhibitor:
     def __init__(self, rules: Sequence[InhibitRuleConfig] = ()) -> None:
         self.alerts: dict[str, Alert] = {}  # firing alerts that match some rule's source side
         self._all_firing: dict[str, Alert] = {}  # every firing alert, to re-index when rules change
+        # (ends_at, fingerprint) of firing alerts that carry an end, soonest first: posted alerts resolve by
+        # the clock, and finding them must not mean looking at every firing alert on every observe.
+        self._ends: list[tuple[datetime, str]] = []
         self.rules: list[InhibitRule] = []
         self.set_rules(rules)
 
@@ -77,15 +81,24 @@ class Inhibitor:
             self._add(a)
 
     def observe(self, alerts: Iterable[Alert], now: datetime) -> None:
+        ends = self._ends
         for a in alerts:
             if a.resolved_at(now):
                 self._drop(a.fingerprint)
             else:
                 self._all_firing[a.fingerprint] = a
                 self._add(a)
+                if a.ends_at is not None:
+                    heapq.heappush(ends, (a.ends_at, a.fingerprint))
         # Alerts posted with an endsAt resolve by the clock, without being offered again.
-        for fp in [fp for fp, a in self._all_firing.items() if a.resolved_at(now)]:
-            self._drop(fp)
+        while ends and ends[0][0] <= now:
+            fp = heapq.heappop(ends)[1]
+            current = self._all_firing.get(fp)
+            if current is not None and current.resolved_at(now):  # else re-posted with a later end since
+                self._drop(fp)
+        if len(ends) > 2 * len(self._all_firing) + 1024:  # superseded entries of re-posted alerts
+            self._ends = [(a.ends_at, fp) for fp, a in self._all_firing.items() if a.ends_at is not None]
+            heapq.heapify(self._ends)
 
     def _drop(self, fp: str) -> None:
         self._all_firing.pop(fp, None)
@@ -108,6 +121,10 @@ class Inhibitor:
                 hit = True
         if hit:
             self.alerts[a.fingerprint] = a
+
+    def any_source(self) -> bool:
+        """Whether any firing alert can inhibit: if not, nothing is inhibited."""
+        return any(r.index for r in self.rules)
 
     def inhibited_by(self, labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
         found: set[str] = set()

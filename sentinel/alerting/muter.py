@@ -206,6 +206,17 @@ class Muting:
         out.append(self.silences)
         return out
 
+    def idle(self, route_key: str, group_key: str, receiver: str, now: datetime) -> bool:
+        """Nothing can be held back in this flush and nothing was before: no inhibiting source, no live
+        silence, no time interval on the route, no alert marked muted, no resolution owed to the receiver."""
+        return (
+            not self.marker
+            and route_key not in self._time_muters
+            and not self.inhibitor.any_source()
+            and not self.silences.any_live(now)
+            and not self.owed.get(group_key, receiver)
+        )
+
     def status(self, labels: Mapping[str, str], now: datetime) -> AlertStatus:
         """Why an alert is held back right now, for the API. Time intervals apply per route: an alert routed
         to several receivers is suppressed only if every one of its routes is muted."""
@@ -251,7 +262,10 @@ class MuteStage:
         self.nflog = nflog
 
     async def __call__(self, ctx: FlushContext, alerts: list[Alert]) -> list[Alert]:
-        muters = self.muting.muters_for(route_key_of(ctx))
+        route_key = route_key_of(ctx)
+        if self.muting.idle(route_key, ctx.group_key, ctx.receiver, ctx.now):
+            return alerts  # what the loop below would conclude, alert by alert
+        muters = self.muting.muters_for(route_key)
         told = self.nflog.for_group(ctx.group_key, ctx.receiver).values()
         owed = self.muting.owed.get(ctx.group_key, ctx.receiver)
         settled = {fp for fp in owed if any(fp in e.resolved for e in told)}

@@ -242,12 +242,23 @@ class Silences:
             await self.store.put_many(NS, {}, delete=gone)
         return len(gone)
 
-    def silenced_by(self, labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
-        if not self.by_id:
-            return ()
+    def _live(self, now: datetime) -> _Index:
         index = self._index
         if index is None or now >= index.stale_at or now < index.built_at:
             index = self._index = _Index(self.by_id.values(), now)
+        return index
+
+    def any_live(self, now: datetime) -> bool:
+        """Whether any silence has not ended (pending ones included): if not, nothing is silenced."""
+        if not self.by_id:
+            return False
+        index = self._live(now)
+        return bool(index.by_label or index.unindexed)
+
+    def silenced_by(self, labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
+        if not self.by_id:
+            return ()
+        index = self._live(now)
         hits = [s.id for s in index.candidates(labels) if s.starts_at <= now < s.ends_at and s.matches(labels)]
         return tuple(sorted(hits)) if len(hits) > 1 else tuple(hits)
 
