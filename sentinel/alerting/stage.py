@@ -65,6 +65,10 @@ class FanOut:
         self.branches = dict(branches)
 
     async def __call__(self, ctx: FlushContext, alerts: list[Alert]) -> list[Alert]:
+        if len(self.branches) == 1:  # the usual receiver: no task to spawn and gather for one branch
+            ((name, (stage, sr)),) = self.branches.items()
+            await stage(ctx.for_integration(name, sr), list(alerts))
+            return alerts
         results = await asyncio.gather(
             *(stage(ctx.for_integration(name, sr), list(alerts)) for name, (stage, sr) in self.branches.items()),
             return_exceptions=True,
