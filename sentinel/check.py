@@ -235,17 +235,13 @@ def _config_problems(loaded: LoadedConfig) -> list[Problem]:
 
 
 def _receiver_problems(loaded: LoadedConfig) -> list[Problem]:
-    from sentinel.notify.build import build_integrations
+    from sentinel.notify.located import all_integrations
 
-    found: list[Problem] = []
     try:
-        for r in loaded.config.receivers:
-            build_integrations(r)
+        all_integrations(loaded.path, loaded.config)
     except ConfigError as exc:
-        found.extend(exc.problems)
-    except ValueError as exc:
-        found.append(Problem(str(loaded.path), 1, 1, f"receivers: {exc}"))
-    return found
+        return exc.problems
+    return []
 
 
 def _guarded(path: Path, fn: Callable[[], list[Problem]]) -> list[Problem]:

@@ -96,10 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(path: Path) -> int:
     from sentinel.config import load_config
     from sentinel.daemon import Daemon
+    from sentinel.notify.located import all_integrations
     from sentinel.yamlfile import ConfigError
 
     try:
         loaded = load_config(path)
+        all_integrations(loaded.path, loaded.config)  # an unusable URL is a config error, before anything starts
         daemon = Daemon(loaded)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

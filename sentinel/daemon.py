@@ -74,7 +74,7 @@ class Daemon:
         self.engine.extras["calendars"] = Calendars(self.config.calendars)
         self.kpis = Kpis(self.metrics, self.clock, self.history, self.config.cost)
         self.engine.extras["cost"] = self.kpis.cost
-        self._integrations = integrations or _default_integrations
+        self._integrations = integrations or self._located_integrations
         self._transport = transport
         self.serve_http = serve_http
         self.dispatcher = Dispatcher(
@@ -323,6 +323,11 @@ class Daemon:
         await self.store.put_many(RULE_STATE, changed, delete=gone)
 
     # -- reload ------------------------------------------------------------------------------------
+    def _located_integrations(self, config: Config) -> dict[str, list[Integration]]:
+        from sentinel.notify.located import all_integrations
+
+        return all_integrations(self.loaded.path, config)  # a reload re-reads the same file
+
     async def reload(self) -> tuple[bool, str]:
         """Re-read config and rules; keep everything as it was if either is invalid."""
         try:
@@ -370,12 +375,6 @@ def _store_path(loaded: LoadedConfig) -> str:
 
 def _source_labels(config: Config) -> dict[str, dict[str, str]]:
     return {s.name: dict(s.labels) for s in config.sources}
-
-
-def _default_integrations(config: Config) -> dict[str, list[Integration]]:
-    from sentinel.notify.build import build_integrations
-
-    return {r.name: build_integrations(r, external_url=config.server.external_url or "") for r in config.receivers}
 
 
 async def run(path: str | Path) -> None:

@@ -189,3 +189,35 @@ def test_cli_docs_cover_every_command_and_flag() -> None:
 def test_control_characters_in_the_config_are_located(tmp_path: Path) -> None:
     cfg = setup(tmp_path, config=CONFIG.replace("sources: []", "sources: []\x1b"))
     assert lines(cfg) == [f"{cfg}:1:12: invalid YAML: character U+001B is not allowed"]
+
+
+def test_unusable_receiver_urls_are_located_and_redacted(tmp_path: Path) -> None:
+    config = CONFIG.replace(
+        "receivers: [{name: console, console: true}]",
+        "receivers:\n"
+        "  - name: console\n"
+        "    urls:\n"
+        '      - "json://127.0.0.1:9/ok"\n'
+        '      - {url: "zzz://TopSecretTok@h", tag: a}\n'
+        '      - "slack://Bad-Token-One"\n'
+        '    webhook: {url: "ftp://Bad-Token-Two@example.com/x"}',
+    )
+    cfg = setup(tmp_path, config=config)
+    found = [p for p in problems(cfg) if "receiver 'console'" in p.message]
+    assert [(p.line, p.col, p.message.split(":")[1].strip()) for p in found] == [
+        (10, 15, "receiver 'console' urls[1]"),
+        (11, 9, "receiver 'console' urls[2]"),
+        (12, 20, "receiver 'console' webhook"),
+    ]
+    assert not any(secret in p.message for p in found for secret in ("TopSecretTok", "Bad-Token-One", "Bad-Token-Two"))
+
+
+def test_run_refuses_an_unusable_url_with_its_location(tmp_path: Path) -> None:
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text('receivers:\n  - name: r\n    urls: ["slack://Bad-Token-One"]\nroute: {receiver: r}\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentinel", "run", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert f"{cfg}:3:12: receivers: receiver 'r' urls[0]: apprise cannot load this slack:// URL" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Bad-Token-One" not in proc.stderr + proc.stdout

@@ -135,6 +135,14 @@ async def test_reload_keeps_last_good_config(daemon: Daemon) -> None:
         assert daemon.metrics.registry.get_sample_value("sentinel_config_last_reload_successful") == 0
         assert daemon.config.evaluation_interval.total_seconds() == 0.5  # still running the good one
         assert "tok-123456" not in r.text
+        # A URL apprise cannot use is a config error too, at its line, its secret not repeated.
+        cfg.write_text(good.replace('urls: ["json://127.0.0.1:9/none"]', 'urls: ["slack://Bad-Token-One"]'))
+        r = await c.post("/-/reload", headers={"Authorization": "Bearer tok-123456"})
+        assert r.status_code == 400
+        line = good.splitlines().index('    urls: ["json://127.0.0.1:9/none"]') + 1
+        assert f"{cfg}:{line}:" in r.json()["error"] and "receiver 'quiet' urls[0]" in r.json()["error"]
+        assert "Bad-Token-One" not in r.text
+        assert daemon.metrics.registry.get_sample_value("sentinel_config_last_reload_successful") == 0
         cfg.write_text(good.replace("group_wait: 1h", "group_wait: 2h"))
         r = await c.post("/-/reload", headers={"Authorization": "Bearer tok-123456"})
         assert r.status_code == 200, r.text
