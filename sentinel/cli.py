@@ -113,8 +113,14 @@ def _run(path: Path) -> int:
 
 
 def _asyncio_main(coro: object) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro)  # type: ignore[arg-type]
+    from sentinel.web.server import ListenError
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(coro)  # type: ignore[arg-type]
+    except ListenError as exc:
+        print(f"sentinel: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -163,12 +163,22 @@ def make_app(daemon: Daemon) -> web.Application:
     return app
 
 
+class ListenError(RuntimeError):
+    """The configured `server.listen` address cannot be bound (in use, not ours, no permission)."""
+
+
 async def start_web(daemon: Daemon) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(make_app(daemon), access_log=None)
     await runner.setup()
     server = daemon.config.server
     site = web.TCPSite(runner, server.host, server.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(
+            f"cannot listen on {server.host}:{server.port} (server.listen): {exc.strerror or exc}"
+        ) from None
     port = server.port
     if port == 0 and site._server is not None:  # an ephemeral port: tests and the demo ask for one
         sockets = getattr(site._server, "sockets", None) or []

@@ -221,3 +221,23 @@ def test_run_refuses_an_unusable_url_with_its_location(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"{cfg}:3:12: receivers: receiver 'r' urls[0]: apprise cannot load this slack:// URL" in proc.stderr
     assert "Traceback" not in proc.stderr and "Bad-Token-One" not in proc.stderr + proc.stdout
+
+
+def test_run_says_when_its_listen_address_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "sentinel.yaml"
+        cfg.write_text(
+            "receivers: [{name: r, console: true}]\nroute: {receiver: r}\n"
+            f'server: {{listen: "127.0.0.1:{port}"}}\nstore: {{path: state.db}}\n'
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "sentinel", "run", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 1
+    assert f"sentinel: cannot listen on 127.0.0.1:{port} (server.listen):" in proc.stderr
+    assert "address already in use" in proc.stderr and "Traceback" not in proc.stderr
