@@ -31,6 +31,7 @@ from sentinel.alerting.pipeline import build_pipelines
 from sentinel.alerting.route import Route
 from sentinel.alerting.silences import Silences
 from sentinel.alerting.time_intervals import TimeIntervals
+from sentinel.anomaly.persist import BaselinePersistence
 from sentinel.calendars import Calendars
 from sentinel.clock import Clock, SystemClock
 from sentinel.config import Config, LoadedConfig, load_config
@@ -70,6 +71,7 @@ class Daemon:
         self.nflog = NotificationLog(self.store)
         self.acks = AckBook(self.store)
         self.intents = IntentLog(self.store)
+        self.baselines = BaselinePersistence(self.store)
         self.engine = RuleEngine(rules or load_rules(loaded.rule_paths), _source_labels(self.config))
         self.engine.extras["calendars"] = Calendars(self.config.calendars)
         self.kpis = Kpis(self.metrics, self.clock, self.history, self.config.cost)
@@ -158,6 +160,7 @@ class Daemon:
         if self._web is not None:
             await self._web.cleanup()
         await self._persist_rule_state()
+        await self.baselines.save(self.history, self.clock.now(), force=True)
         await self.store.close()
 
     async def run_forever(self) -> None:
@@ -198,6 +201,7 @@ class Daemon:
         for _source, _pipeline, run, tasks in rows:
             self.history.load_run(RunUpdate.model_validate(run), [TaskUpdate.model_validate(t) for t in tasks or []])
         self.engine.restore(await self.store.all(RULE_STATE))
+        await self.baselines.load(self.history)
         await self.kpis.restore(self.store, self.engine)
         await self.nflog.load(self.clock.now())
         await self.muting.load(self.clock.now())
@@ -277,6 +281,7 @@ class Daemon:
             self.kpis.on_evaluate(self.engine, self.dispatcher.route, now, full=only is None)
             await self._persist_rule_state()
             await self.kpis.persist(self.store)
+            await self.baselines.save(self.history, now)
 
     async def _tick_loop(self) -> None:
         interval = self.config.evaluation_interval.total_seconds()

@@ -4,8 +4,8 @@ The rule engine's `History` keeps only the last `max_runs` runs of a pipeline (1
 baseline wants hundreds; so a `BaselineStore` remembers the features of every finished run it has seen, up
 to `max_samples` per pipeline (task), oldest dropped first. It learns from the history each time a pipeline
 changes and lives as long as the `History` it reads (held weakly: a new history, as after a reload or in a
-`sentinel test` case, starts afresh). Baselines are not persisted: after a restart they start from the runs
-the store restores into the history.
+`sentinel test` case, starts afresh). The daemon saves them and loads them back after a restart
+(`persist.py`); elsewhere they start from the runs in the history.
 
 A run joins its pipeline's baseline once a newer successful run exists, never while it is the newest: the
 newest run is the one being judged (a run never sets its own bar), and by then its tasks have all been read.
@@ -141,7 +141,7 @@ class PipelineBaselines:
         self.memo: dict[Any, tuple[Any, Any]] = {}
         # Ids already learned, bounded: a run dropped from the baseline but still in the history must not
         # come back. The history holds at most its max_runs runs, so twice that many recent ids suffice.
-        self._learned: dict[str, None] = {}
+        self.learned: dict[str, None] = {}
 
     def task(self, name: str) -> Baseline | None:
         b = self.tasks.get(name)
@@ -154,7 +154,7 @@ class PipelineBaselines:
             # The first rule judging tasks: start their baselines from the runs the history still holds.
             self.learn_tasks = True
             for run in _done(ph)[:-1]:
-                if run.run_id in self._learned:
+                if run.run_id in self.learned:
                     self._learn_tasks(ph, run)
         if ph.version == self.seen_version:
             return
@@ -162,13 +162,13 @@ class PipelineBaselines:
         done = _done(ph)
         self.latest = done[-1] if done else None
         for run in done[:-1]:
-            if run.run_id not in self._learned:
+            if run.run_id not in self.learned:
                 self._learn(ph, run)
 
     def _learn(self, ph: PipelineHistory, run: RunUpdate) -> None:
-        self._learned[run.run_id] = None
-        if len(self._learned) > 2 * ph.max_runs:
-            del self._learned[next(iter(self._learned))]
+        self.learned[run.run_id] = None
+        if len(self.learned) > 2 * ph.max_runs:
+            del self.learned[next(iter(self.learned))]
         self.runs.add(sample_time(run), extract(run, ph.tasks_of(run.run_id), volume_of(run)), run.version)
         if self.learn_tasks:
             self._learn_tasks(ph, run)

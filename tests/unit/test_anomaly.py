@@ -497,3 +497,83 @@ def test_a_new_version_gets_its_own_model() -> None:
     feed(h, [daily(72, 90, version="v2")])
     (f,) = judged_once_fitted(r, h).findings
     assert f.variables["usual_low_human"].startswith("30m")
+
+
+# -- baselines across a restart ------------------------------------------------------------------------
+
+
+async def test_baselines_survive_a_restart_and_the_restored_runs_are_not_learned_twice(tmp_path: Path) -> None:
+    from sentinel.anomaly.persist import BaselinePersistence
+    from sentinel.store import Store
+
+    r = rule(min_history=150, history=500)  # a verdict needs more runs than the restored history holds
+    # Before the restart: 300 ordinary runs learned, with tasks (a rule judging tasks asked for them).
+    before = History(max_runs=100)
+    for i in range(300):
+        feed(before, [daily(i, usual(i))], [task(i, "load", usual(i) - 1)])
+        store_for(before).of(next(iter(before.pipelines.values())), tasks=True)
+    pb = store_for(before).pipelines[(SRC, PIPE)]
+    assert len(pb.runs) == 299 and len(pb.tasks["load"]) == 200  # the newest is judged, not learned; tasks: 200 at most
+    store = Store(str(tmp_path / "state.db"))
+    await store.open()
+    assert await BaselinePersistence(store).save(before, T0, force=True) == 1
+    await store.close()
+
+    # After it: the store gives back the last 100 runs only; the baselines come back whole.
+    store = Store(str(tmp_path / "state.db"))
+    await store.open()
+    after = History(max_runs=100)
+    for run in before.pipelines[(SRC, PIPE)].ordered():
+        after.load_run(run, list(before.pipelines[(SRC, PIPE)].tasks_of(run.run_id)))
+    persistence = BaselinePersistence(store)
+    assert await persistence.load(after) == 1
+    feed(after, [daily(300, 47)])  # a slow run: judged against 299 runs, not the 99 the history holds
+    (f,) = judge(r, after).findings
+    restored = store_for(after).pipelines[(SRC, PIPE)]
+    assert len(restored.runs) == 300  # run 299 learned once its successor came; none of the 100 again
+    assert list(restored.runs.cols["duration"]) == [*pb.runs.cols["duration"], usual(299) * 60]
+    assert len(restored.tasks["load"]) == 200
+    assert "usual" in f.variables["description"]
+    # Nothing changed since the load but the new run: one row written, then none until something changes.
+    assert await persistence.save(after, T0, force=True) == 1
+    assert await persistence.save(after, T0, force=True) == 0
+    await store.close()
+
+
+async def test_an_unreadable_baseline_row_is_learned_afresh_not_fatal(tmp_path: Path) -> None:
+    from sentinel.anomaly.persist import NS, BaselinePersistence
+    from sentinel.store import Store
+
+    store = Store(str(tmp_path / "state.db"))
+    await store.open()
+    await store.put_many(NS, {f"{SRC}\x1f{PIPE}": {"runs": {"at": "not base64!"}}})
+    h = history_of(40)
+    assert await BaselinePersistence(store).load(h) == 0
+    assert await store.all(NS) == {}
+    feed(h, [daily(40, 47)])
+    assert len(judge(rule(), h).findings) == 1  # learned from the history instead
+    await store.close()
+
+
+async def test_the_daemon_saves_baselines_on_stop_and_loads_them_on_start(tmp_path: Path) -> None:
+    from sentinel.config import load_config
+    from sentinel.daemon import Daemon
+
+    cfg = tmp_path / "sentinel.yaml"
+    cfg.write_text(
+        "receivers: [{name: r, console: true}]\nroute: {receiver: r}\n"
+        'store: {path: state.db}\nserver: {listen: "127.0.0.1:0"}\n'
+    )
+    first = Daemon(load_config(cfg), serve_http=False)
+    await first.start()
+    feed(first.history, [daily(i, usual(i)) for i in range(30)])
+    learned = store_for(first.history).of(first.history.pipelines[(SRC, PIPE)])
+    assert len(learned.runs) == 29
+    await first.stop()
+    second = Daemon(load_config(cfg), serve_http=False)
+    await second.start()
+    try:
+        restored = store_for(second.history).pipelines[(SRC, PIPE)]
+        assert list(restored.runs.cols["duration"]) == list(learned.runs.cols["duration"])
+    finally:
+        await second.stop()
