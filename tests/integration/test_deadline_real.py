@@ -1,6 +1,8 @@
 """A `when: deadline` rule, end to end, against real Airflow 3 and Prefect 3 servers.
 
-The rule's deadline is the next whole minute at least ~50 s ahead (UTC, no calendar). Before it nothing
+The rule's deadline is the next whole minute at least ~50 s ahead, in a whole-hour UTC offset chosen so
+that it is around noon there (`Etc/GMT±N`, no calendar): the test runs the same at any hour, never near the
+rule's midnight, where "yesterday" and "today" would be other days than it means. Before it nothing
 fires; once it passes with no successful run *for* today, exactly one DeadlineMissed page reaches a real
 local webhook sink; the next successful run resolves it.
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -152,7 +155,13 @@ def next_deadline(now: datetime) -> datetime:
     return whole if whole == t else whole + timedelta(minutes=1)
 
 
-def write_config(tmp: Path, source_yaml: str, sink: WebhookSink, deadline: datetime) -> Path:
+def noon_zone(now: datetime) -> ZoneInfo:
+    """A fixed-offset zone where `now` is between 11:00 and 13:00 (Etc/GMT-k is UTC+k)."""
+    offset = 12 - now.hour if now.hour <= 12 else -(now.hour - 12)  # UTC+12 .. UTC-11: all Etc zones exist
+    return ZoneInfo("Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}")
+
+
+def write_config(tmp: Path, source_yaml: str, sink: WebhookSink, deadline: datetime, tz: ZoneInfo) -> Path:
     (tmp / "rules.yaml").write_text(
         f"""\
 groups:
@@ -160,8 +169,8 @@ groups:
     rules:
       - alert: {ALERT}
         when: deadline
-        deadline: "{deadline:%H:%M}"
-        timezone: UTC
+        deadline: "{deadline.astimezone(tz):%H:%M}"
+        timezone: {tz.key}
         pipelines: {{pipeline: {PIPELINE}}}
         severity: critical
         annotations:
@@ -223,6 +232,7 @@ async def test_deadline_fires_when_missed_and_resolves_on_success(
     assert existing == 0, f"{PIPELINE} already has {existing} run(s) on this shared server; it must be ours alone"
 
     # Yesterday's period, met by a catch-up run executed now.
+    tz = noon_zone(datetime.now(UTC))
     yesterday = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
     catch_up_id, catch_up_end = await asyncio.to_thread(sched.succeed, yesterday)
     # Sentinel's first poll must already see the run. A daemon started within the second in which the run
@@ -232,11 +242,10 @@ async def test_deadline_fires_when_missed_and_resolves_on_success(
         procs.wait_until, lambda: sched.settled(catch_up_id), 30, "the catch-up run to settle", interval=0.2
     )
     deadline = next_deadline(datetime.now(UTC))
-    today = deadline.date()
-    if yesterday.date() != today - timedelta(days=1):
-        pytest.skip("too close to midnight UTC: the catch-up run would not be for the day before the deadline")
+    today = deadline.astimezone(tz).date()
+    assert yesterday.astimezone(tz).date() == today - timedelta(days=1), (yesterday, deadline, tz)  # noon there
 
-    daemon = Daemon(load_config(write_config(tmp_path, sched.source_yaml, sink, deadline)))
+    daemon = Daemon(load_config(write_config(tmp_path, sched.source_yaml, sink, deadline, tz)))
     await daemon.start()
     try:
         await until(lambda: daemon.ready and daemon.dispatcher.ready.is_set(), 60, "sentinel ready")
@@ -283,7 +292,7 @@ async def test_deadline_fires_when_missed_and_resolves_on_success(
         }
         assert alert["annotations"]["runbook_url"] == RUNBOOK
         assert alert["annotations"]["summary"] == (
-            f"{PIPELINE}: no successful run for {today.isoformat()} by {deadline:%H:%M} UTC"
+            f"{PIPELINE}: no successful run for {today.isoformat()} by {deadline.astimezone(tz):%H:%M %Z}"
         )
         assert _ts(alert["startsAt"]) >= deadline
         (inst,) = daemon.engine.instances[RULE_ID].values()
