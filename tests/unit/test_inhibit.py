@@ -15,7 +15,7 @@ from sentinel.alerting.route import Route
 from sentinel.alerting.silences import Silences
 from sentinel.alerting.stage import FlushContext
 from sentinel.alerting.time_intervals import TimeIntervals
-from sentinel.config import InhibitRuleConfig, RouteConfig, load_config
+from sentinel.config import Config, InhibitRuleConfig, RouteConfig, load_config
 from sentinel.metrics import Metrics
 from tests.unit.test_alerting import Recorder
 
@@ -153,3 +153,57 @@ def test_the_shipped_default_rule_loads(tmp_path: Path) -> None:
     assert [(str(r.source_matchers[0]), str(r.target_matchers[0]), r.equal) for r in rules] == [
         ('alertname="SourceDown"', 'alertname!="SourceDown"', ["source"])
     ]
+
+
+def test_posted_sources_leave_the_index_when_their_end_passes_unless_reposted_later() -> None:
+    inh = Inhibitor([SOURCE_DOWN])
+    inh.observe([a("SourceDown", ends_at=NOW + timedelta(minutes=5), source="af")], NOW)
+    inh.observe([a("SourceDown", ends_at=NOW + timedelta(minutes=5), source="pf")], NOW)
+    # Prometheus re-posts "af" with a later end; "pf" stops being posted.
+    inh.observe([a("SourceDown", ends_at=NOW + timedelta(minutes=10), source="af")], NOW + timedelta(minutes=1))
+    inh.observe([], NOW + timedelta(minutes=6))  # no alert offered: the clock alone ends "pf"
+    assert sorted(k for k in inh.rules[0].index) == [("af",)] and inh.any_source()
+    inh.observe([], NOW + timedelta(minutes=10))
+    assert not inh.rules[0].index and not inh.any_source() and not inh.alerts
+
+
+async def test_muting_is_idle_only_when_nothing_can_mute_and_nothing_is_held_or_owed() -> None:
+    from sentinel.alerting.matchers import parse_matchers
+    from sentinel.alerting.muter import AlertStatus, MuteReason
+
+    cfg = load_config_text(
+        "receivers: [{name: ops, console: true}]\n"
+        "route: {receiver: ops, routes: [{receiver: ops, matchers: ['team=\"x\"'], mute_time_intervals: [night]}]}\n"
+        "time_intervals: [{name: night, time_intervals: [{times: [{start_time: '00:00', end_time: '06:00'}]}]}]\n"
+    )
+    route = Route.build(cfg.route)
+    inh, silences = Inhibitor([SOURCE_DOWN]), Silences()
+    muting = Muting(silences, inh, TimeIntervals.of(cfg.time_intervals), route)
+    timed = next(r.key for r in route.walk() if r.opts.mute_time_intervals)
+    assert muting.idle(route.key, "g", "ops", NOW)
+    assert not muting.idle(timed, "g", "ops", NOW)  # a route with a time interval is never skipped
+    inh.observe([a("SourceDown", source="af")], NOW)  # a firing source may inhibit
+    assert not muting.idle(route.key, "g", "ops", NOW)
+    inh.observe([a("SourceDown", source="af").resolve(NOW)], NOW)
+    assert muting.idle(route.key, "g", "ops", NOW)
+    sid = await silences.set(
+        parse_matchers(['alertname="X"']), NOW + timedelta(hours=1), NOW, created_by="me", comment="c"
+    )  # fmt: skip
+    assert not muting.idle(route.key, "g", "ops", NOW)  # a live silence
+    await silences.expire(sid, NOW)
+    assert muting.idle(route.key, "g", "ops", NOW + timedelta(seconds=1))
+    muting.mark("g", a("X"), AlertStatus.of([MuteReason("silenced", ("s1",))]), NOW)
+    assert not muting.idle(route.key, "g", "ops", NOW)  # a marker to clear at the next flush
+    muting.marker.clear()
+    await muting.owed.update("g", "ops", {"fp"}, set(), NOW)
+    assert not muting.idle(route.key, "g", "ops", NOW)  # a resolution owed to the receiver
+    assert muting.idle(route.key, "other-group", "ops", NOW)
+
+
+def load_config_text(text: str) -> Config:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "sentinel.yaml"
+        p.write_text(text)
+        return load_config(p).config
