@@ -33,10 +33,13 @@ def tuned_for_batch() -> Iterator[None]:
     """The daemon's young-generation threshold for a one-shot command, restored on the way out (tests run
     commands in-process)."""
     old = gc.get_threshold()
-    gc.freeze()
+    freeze = gc.get_freeze_count() == 0  # unfreeze() thaws everything: only undo a freeze of our own
+    if freeze:
+        gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, old[1], old[2])
     try:
         yield
     finally:
         gc.set_threshold(*old)
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()

@@ -261,3 +261,24 @@ def test_skipping_idle_ticks_changes_nothing_a_user_sees(tmp_path: Path) -> None
     assert {dict(labels)["alertname"] for _, labels in fired} >= {"Stale", "Stuck", "PipelineFailed"}
     assert (fired, sent) == (fired_all, sent_all)
     assert full < full_all
+
+
+def test_the_backtests_collector_setting_is_undone_after_it() -> None:
+    """`sentinel backtest` runs in-process in tests: the young-generation threshold it raises and the
+    objects it freezes must be as they were afterwards."""
+    import gc
+
+    from sentinel.gc_tuning import YOUNG_THRESHOLD, tuned_for_batch
+
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    with tuned_for_batch():
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+    gc.freeze()  # as the daemon's own tuning leaves it: that freeze is not the command's to undo
+    try:
+        with tuned_for_batch():
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert gc.get_threshold() == before and gc.get_freeze_count() > 0  # not thawed
+    gc.unfreeze()
