@@ -38,7 +38,7 @@ def problems(config_path: Path) -> list[Problem]:
         loaded.rule_paths,
         known_calendars(loaded.config.calendars),
         runbook_dirs=[loaded.base_dir],
-        volume_sources=[s.name for s in loaded.config.sources if s.volume is not None],
+        reads_volume=any(s.volume is not None for s in loaded.config.sources),
     )
     found += _guarded(config_path, lambda: _receiver_problems(loaded))
     return _unique(found)
@@ -48,16 +48,16 @@ def rule_problems(
     paths: Sequence[Path],
     calendars: Iterable[str],
     runbook_dirs: Sequence[Path] = (),
-    volume_sources: Sequence[str] | None = None,
+    reads_volume: bool | None = None,
 ) -> list[Problem]:
     """Problems of rule files on their own (schema, templates) and together (group names).
 
-    `volume_sources`: the sources with `volume:` in sentinel.yaml (None: rule files checked without one)."""
+    `reads_volume`: whether any source in sentinel.yaml has `volume:` (None: rule files checked without one)."""
     known = set(calendars)
     found: list[Problem] = []
     groups: dict[str, Problem] = {}  # group name -> where it was first defined
     for path in paths:
-        found += _guarded(path, lambda p=path: _rule_file_problems(p, known, runbook_dirs, groups, volume_sources))
+        found += _guarded(path, lambda p=path: _rule_file_problems(p, known, runbook_dirs, groups, reads_volume))
     return found
 
 
@@ -66,7 +66,7 @@ def _rule_file_problems(
     calendars: set[str],
     runbook_dirs: Sequence[Path],
     groups: dict[str, Problem],
-    volume_sources: Sequence[str] | None = None,
+    reads_volume: bool | None = None,
 ) -> list[Problem]:
     try:
         doc = load(path)
@@ -78,7 +78,7 @@ def _rule_file_problems(
     except ConfigError as exc:
         found += exc.problems
     # The checks below read the raw document so a schema error elsewhere does not hide them.
-    found += _semantic(doc, path, calendars, [*runbook_dirs, *path.resolve().parents], groups, volume_sources)
+    found += _semantic(doc, path, calendars, [*runbook_dirs, *path.resolve().parents], groups, reads_volume)
     return found
 
 
@@ -88,7 +88,7 @@ def _semantic(
     calendars: set[str],
     runbook_dirs: list[Path],
     groups: dict[str, Problem],
-    volume_sources: Sequence[str] | None = None,
+    reads_volume: bool | None = None,
 ) -> list[Problem]:
     out: list[Problem] = []
     data = doc.data
@@ -121,16 +121,16 @@ def _semantic(
                 out += _runbook(doc, r, rp, runbook_dirs)
                 out += _templates(doc, r, rp)
                 out += _anomaly_detector(doc, r, rp)
-                out += _volume_read(doc, r, rp, volume_sources)
+                out += _volume_read(doc, r, rp, reads_volume)
     return out
 
 
 def _volume_read(
-    doc: Document, rule: dict[Any, Any], path: tuple[str | int, ...], volume_sources: Sequence[str] | None
+    doc: Document, rule: dict[Any, Any], path: tuple[str | int, ...], reads_volume: bool | None
 ) -> list[Problem]:
     """An anomaly rule judging `volume` when no source reads one: it would never judge it, silently."""
     features = rule.get("features")
-    if volume_sources is None or volume_sources or rule.get("when") != "anomaly":
+    if reads_volume is not False or rule.get("when") != "anomaly":
         return []
     if not isinstance(features, list) or "volume" not in features:
         return []
