@@ -138,14 +138,7 @@ def _prefect(server: Any) -> Stack:
             assert _ts(final["expected_start_time"]) == period_of, final
         return run_id, _ts(final["end_time"])
 
-    def settled(run_id: str) -> bool:
-        upper = datetime.now(UTC).replace(microsecond=0)
-        body = {"flow_runs": {"id": {"any_": [run_id]}, "end_time": {"before_": upper.isoformat()}}}
-        return any(
-            r["state_type"] == "COMPLETED" for r in _check(server.request("POST", "/flow_runs/filter", json=body))
-        )
-
-    return Stack(f"kind: prefect\n    url: {server.api_url}", runs_on_server, succeed, settled)
+    return Stack(f"kind: prefect\n    url: {server.api_url}", runs_on_server, succeed, server.settled)
 
 
 def next_deadline(now: datetime) -> datetime:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,8 @@ class PrefectServer:
     def run_flow(self, name: str, fail: bool = False, timeout: float = 120.0, script: Path = RUN_FLOW_SCRIPT) -> str:
         """Run ad-hoc flow `name` (tasks extract -> load, load raising if `fail`) to completion.
 
-        Blocks until the flow process exits, so the run is already terminal on return. Returns its id.
+        Blocks until the flow process exits and the run has `settled` (terminal, and ended before the current
+        whole second, so the next poll of an adapter shows it). Returns its id.
         `script` runs another flow file with the same command line and output (see flows/run_flow.py).
         """
         if self._venv is None or self._home is None:
@@ -163,8 +165,20 @@ class PrefectServer:
             raise TimeoutError(f"flow {name!r} did not finish within {timeout:.0f} s:\n{output[-4000:]}") from None
         for line in output.splitlines():
             if line.startswith("FLOW_RUN_ID="):
-                return line.removeprefix("FLOW_RUN_ID=").strip()
+                run_id = line.removeprefix("FLOW_RUN_ID=").strip()
+                procs.wait_until(lambda rid=run_id: self.settled(rid), 30, f"flow run {run_id} to settle", interval=0.1)
+                return run_id
         raise RuntimeError(f"flow {name!r} printed no run id (exit {process.returncode}):\n{output[-4000:]}")
+
+    def settled(self, run_id: str) -> bool:
+        """Whether the run ended before the current whole second: the adapters bound a change-feed read by
+        the server's Date header (whole seconds), so a run that ended within this second is only in the next
+        poll. Tests that expect "the next poll shows it" wait for this first."""
+        upper = datetime.now(UTC).replace(microsecond=0)
+        body = {"flow_runs": {"id": {"any_": [run_id]}, "end_time": {"before_": upper.isoformat()}}}
+        response = self.request("POST", "/flow_runs/filter", json=body)
+        response.raise_for_status()
+        return any(r["state_type"] in TERMINAL_STATE_TYPES for r in response.json())
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Call `api_url + path`, e.g. request("POST", "/flow_runs/filter", json={...})."""
