@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +193,23 @@ class AirflowServer:
         _raise_for_status(response)
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Create a manual DAG run and return its run id."""
-        body: dict[str, Any] = {"conf": conf or {}}
+        """Create a manual DAG run and return its run id.
+
+        On SQLite two concurrent writes can make the API answer 500 "Database error" (the database was
+        locked); the run then was not created. The run id is ours, so a retry cannot create a second run: a
+        409 after a 500 means the first attempt did create it."""
+        run_id = f"manual__sentinel-test-{uuid.uuid4().hex[:12]}"
+        body: dict[str, Any] = {"conf": conf or {}, "dag_run_id": run_id}
         if self.major == 3:
             # Airflow 3 rejects a body without logical_date (422); null means "no logical date".
             body["logical_date"] = None
-        response = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        for attempt in range(6):
+            response = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+            if response.status_code == 409 and attempt > 0:
+                return run_id
+            if response.status_code < 500 or attempt == 5:
+                break
+            time.sleep(0.5 * (attempt + 1))  # backoff before retrying a locked database, not a timing check
         _raise_for_status(response)
         return str(response.json()["dag_run_id"])
 
