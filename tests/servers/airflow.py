@@ -17,7 +17,7 @@ import tempfile
 import textwrap
 import threading
 import time
-import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,8 @@ class AirflowServer:
         On SQLite two concurrent writes can make the API answer 500 "Database error" (the database was
         locked); the run then was not created. The run id is ours, so a retry cannot create a second run: a
         409 after a 500 means the first attempt did create it."""
-        run_id = f"manual__sentinel-test-{uuid.uuid4().hex[:12]}"
+        # Airflow's own shape (its ':' and '+' are what the adapter's URL quoting is tested on).
+        run_id = f"manual__{datetime.now(UTC).isoformat(timespec='microseconds')}"
         body: dict[str, Any] = {"conf": conf or {}, "dag_run_id": run_id}
         if self.major == 3:
             # Airflow 3 rejects a body without logical_date (422); null means "no logical date".
