@@ -97,8 +97,8 @@ def _airflow(server: Any) -> Stack:
 
     def settled(run_id: str) -> bool:
         # Airflow touches a run's updated_at (not in the API's JSON) a moment after it ends; ask the way the
-        # adapter's feed does.
-        upper = datetime.now(UTC).replace(microsecond=0)
+        # adapter's feed does, up to the server's own clock (its Date header can trail ours by a second or two).
+        upper = server.server_now()
         params = {"updated_at_gte": (upper - timedelta(minutes=10)).isoformat(), "updated_at_lte": upper.isoformat()}
         runs = _check(server.request("GET", f"/dags/{PIPELINE}/dagRuns", params=params))["dag_runs"]
         return any(r["dag_run_id"] == run_id and r["state"] == "success" for r in runs)

@@ -176,6 +176,10 @@ class AirflowServer:
             response = client.request(method, self.api_url + path, headers=self._auth_headers(), **kwargs)
         return response
 
+    def server_now(self) -> datetime:
+        """The server's clock as the adapter reads it: the Date header of a response (whole seconds)."""
+        return procs.date_header(self.request("GET", "/version"))
+
     def wait_dag_loaded(self, dag_id: str, timeout: float = 90.0) -> dict[str, Any]:
         """Wait until the DAG is parsed and serialized (so it can be triggered); returns its details."""
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,14 +171,20 @@ class PrefectServer:
         raise RuntimeError(f"flow {name!r} printed no run id (exit {process.returncode}):\n{output[-4000:]}")
 
     def settled(self, run_id: str) -> bool:
-        """Whether the run ended before the current whole second: the adapters bound a change-feed read by
-        the server's Date header (whole seconds), so a run that ended within this second is only in the next
-        poll. Tests that expect "the next poll shows it" wait for this first."""
-        upper = datetime.now(UTC).replace(microsecond=0)
+        """Whether the run ended before the server's clock as its Date header shows it: the adapters bound a
+        change-feed read by that header, so a run that ended after it is only in a later poll. Uvicorn
+        refreshes the header about once a second, so it can trail the real time by up to ~2 s; a local
+        clock bound here would call a run settled that the next poll cannot see yet. Tests that expect "the
+        next poll shows it" wait for this first."""
+        upper = self.server_now()
         body = {"flow_runs": {"id": {"any_": [run_id]}, "end_time": {"before_": upper.isoformat()}}}
         response = self.request("POST", "/flow_runs/filter", json=body)
         response.raise_for_status()
         return any(r["state_type"] in TERMINAL_STATE_TYPES for r in response.json())
+
+    def server_now(self) -> datetime:
+        """The server's clock as the adapters read it: the Date header of a response (whole seconds)."""
+        return procs.date_header(self.request("GET", "/health"))
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Call `api_url + path`, e.g. request("POST", "/flow_runs/filter", json={...})."""

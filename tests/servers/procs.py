@@ -16,8 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -124,6 +128,12 @@ def tail(path: Path, lines: int = 40) -> str:
     except FileNotFoundError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def date_header(response: httpx.Response) -> datetime:
+    """A response's Date header as an aware UTC datetime: the server's clock as our adapters read it."""
+    response.raise_for_status()
+    return parsedate_to_datetime(response.headers["date"]).astimezone(UTC)
 
 
 def wait_until(
