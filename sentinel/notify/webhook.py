@@ -7,14 +7,11 @@ times are RFC 3339 in UTC, and a firing alert's `endsAt` is Go's zero time, "000
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import orjson
 from loguru import logger
 from pydantic import SecretStr
@@ -23,6 +20,7 @@ from yarl import URL
 import sentinel
 from sentinel.alerting.alert import Alert
 from sentinel.alerting.stage import FlushContext
+from sentinel.notify import http1
 from sentinel.notify.base import DeliveryError
 from sentinel.notify.errors import NotifyConfigError
 from sentinel.notify.redact import redact_url, scrub, scrubber, url_fragments, url_scheme
@@ -32,31 +30,9 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 _RETRYABLE_4XX = frozenset({408, 429})
 
 
-# One keep-alive pool per event loop, shared by every webhook: a new connection per send was most of the
-# CPU of a busy flush. Idle connections close after KEEPALIVE, so a reload that drops a webhook leaves
-# nothing open for long; the daemon closes the pool on stop.
-KEEPALIVE = 15.0
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
-
-
-def _session() -> aiohttp.ClientSession:
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        # aiohttp's default TLS context (certificates verified) is built when aiohttp is imported; building
-        # our own read the CA bundle (~65 ms of CPU) on the event loop at the first notification.
-        connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=KEEPALIVE)
-        # No cookie jar: a webhook is a one-way POST (Alertmanager's client keeps no cookies either), and
-        # filtering cookies was part of every send's cost.
-        session = _sessions[loop] = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-    return session
-
-
 async def close_sessions() -> None:
-    """Close this loop's connection pool (the daemon's stop, and tests)."""
-    session = _sessions.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
+    """Close this loop's webhook connections (the daemon's stop, and tests)."""
+    await http1.close_pools()
 
 
 def rfc3339(dt: datetime | None) -> str:
@@ -168,8 +144,8 @@ class WebhookIntegration:
         scrubber().register(url_fragments(raw, public_host=parsed.host))
         self._max_alerts = max_alerts
         self._timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
-        self._headers = {"Content-Type": "application/json", "User-Agent": f"Sentinel/{sentinel.__version__}"}
+        headers = {"Content-Type": "application/json", "User-Agent": f"Sentinel/{sentinel.__version__}"}
+        self._target = http1.Target.of(parsed, headers)
         self._external_url = external_url
 
     def __repr__(self) -> str:
@@ -180,25 +156,13 @@ class WebhookIntegration:
 
     async def notify(self, ctx: FlushContext, alerts: Sequence[Alert]) -> None:
         body = orjson.dumps(self.payload(ctx, alerts))
-        headers, timeout = self._headers, self._client_timeout
         try:
-            # Redirects are not followed: a 30x means the configured URL is wrong, and following a 301/302
-            # would turn the POST into a GET.
-            async with _session().post(
-                self._url.get_secret_value(), data=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as r:
-                status, reason = r.status, r.reason
-                await r.read()
-        except aiohttp.ConnectionTimeoutError:
-            raise DeliveryError(f"{self.name}: no connection within {self._timeout:g}s", retryable=True) from None
-        except TimeoutError:
-            # The request may have left: the receiver may have acted on it (paid channels must know).
-            raise DeliveryError(
-                f"{self.name}: no answer within {self._timeout:g}s", retryable=True, maybe_delivered=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            reason = scrub(str(exc)) or type(exc).__name__
-            raise DeliveryError(f"{self.name}: {reason}", retryable=True) from None
+            status, reason = await http1.post(self._target, body, self._timeout)
+        except http1.PostTimeout as exc:
+            # Once the request left, the receiver may have acted on it (paid channels must know).
+            raise DeliveryError(f"{self.name}: {exc}", retryable=True, maybe_delivered=exc.connected) from None
+        except http1.PostError as exc:
+            raise DeliveryError(f"{self.name}: {scrub(str(exc))}", retryable=True) from None
         if 200 <= status < 300:
             logger.debug("{}: delivered {} alert(s) for group {}", self.name, len(alerts), ctx.group_key)
             return
