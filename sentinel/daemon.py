@@ -66,6 +66,7 @@ class Daemon:
         self.config = loaded.config
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
+        self._outcome_series: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.history = History(MAX_RUNS_PER_PIPELINE)
         self.store = Store(_store_path(loaded))
         self.nflog = NotificationLog(self.store)
@@ -236,9 +237,16 @@ class Daemon:
         return put_and_observe
 
     def _on_outcome(self, receiver: str, outcome: str, seconds: float) -> None:
-        self.metrics.notifications.labels(receiver, outcome).inc()
-        if outcome == "ok":
-            self.metrics.notification_latency.labels(receiver).observe(seconds)
+        # Every send lands here; prometheus_client's labels() lookup (a lock and a tuple each) was a visible
+        # share of a busy flush. Bounded: receivers × outcomes, as the metric's own children are.
+        series = self._outcome_series.get((receiver, outcome))
+        if series is None:
+            m = self.metrics
+            latency = m.notification_latency.labels(receiver) if outcome == "ok" else None
+            series = self._outcome_series[(receiver, outcome)] = (m.notifications.labels(receiver, outcome), latency)
+        series[0].inc()
+        if series[1] is not None:
+            series[1].observe(seconds)
 
     # -- data flow ---------------------------------------------------------------------------------
     async def handle_result(self, result: PollResult) -> None:

@@ -61,12 +61,7 @@ def _common(sets: list[Sequence[tuple[str, str]]]) -> dict[str, str]:
     if not sets:
         return {}
     # Names are unique within a set, so the pairs every set holds are the names with one value in all.
-    common = set(sets[0])
-    for pairs in sets[1:]:
-        common.intersection_update(pairs)
-        if not common:
-            break
-    return _kv(list(common))
+    return _kv(list(set(sets[0]).intersection(*sets[1:])))
 
 
 def payload(
@@ -82,23 +77,31 @@ def payload(
         truncated = len(alerts) - max_alerts
         # As Alertmanager does, status and common labels describe only the alerts that are sent.
         alerts = alerts[:max_alerts]
+    now = ctx.now
+    firing = False
     items = []
     for alert in alerts:
-        resolved = alert.resolved_at(ctx.now)
+        ends = alert.ends_at
+        if ends is not None and ends <= now:
+            status, ends_text = "resolved", _rfc3339(ends)
+        else:
+            status, ends_text, firing = "firing", ZERO_TIME, True
+        starts = alert.starts_at
         items.append(
             {
-                "status": "resolved" if resolved else "firing",
-                "labels": _kv(alert.labels),
-                "annotations": _kv(alert.annotations),
-                "startsAt": rfc3339(alert.starts_at),
-                "endsAt": rfc3339(alert.ends_at) if resolved else ZERO_TIME,
+                "status": status,
+                # A LabelSet is sorted (fingerprints rely on it too): Go's sorted map keys as they are.
+                "labels": dict(alert.labels),
+                "annotations": dict(alert.annotations),
+                "startsAt": ZERO_TIME if starts is None else _rfc3339(starts),
+                "endsAt": ends_text,
                 "generatorURL": alert.generator_url or "",
                 "fingerprint": alert.fingerprint,
             }
         )
     return {
         "receiver": ctx.receiver,
-        "status": "firing" if any(i["status"] == "firing" for i in items) else "resolved",
+        "status": "firing" if firing else "resolved",
         "alerts": items,
         "groupLabels": _kv(list(ctx.group_labels.items())),
         "commonLabels": _common([a.labels for a in alerts]),
