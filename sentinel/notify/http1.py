@@ -18,6 +18,7 @@ import base64
 import ssl
 import weakref
 from dataclasses import dataclass
+from typing import cast
 
 import httptools
 from yarl import URL
@@ -77,8 +78,7 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # not an asyncio.Transport subclass on every loop
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None:  # bytes nobody asked for: the connection's framing can no longer be trusted
