@@ -106,7 +106,7 @@ async def test_posts_reuse_one_keep_alive_connection_with_the_right_request() ->
 
 async def test_concurrent_posts_use_at_most_limit_connections(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http1, "LIMIT", 4)
-    async with Receiver(delay=0.05) as r:
+    async with Receiver(delay=0.2) as r:  # long enough that all LIMIT connections are open at once
         t = target(f"http://127.0.0.1:{r.port}/h")
         results = await asyncio.gather(*(http1.post(t, BODY, 10) for _ in range(20)))
     assert results == [(202, "Queued")] * 20
