@@ -351,6 +351,10 @@ async def test_webhook_posts_alertmanager_document(sink: Sink) -> None:
     }
     assert doc["alerts"][1]["status"] == "resolved"
     assert doc["alerts"][1]["endsAt"] == "2024-05-01T14:59:00Z"
+    # Go writes map keys sorted; so do we, whatever order the alert's labels were given in (byte-comparable).
+    for item in doc["alerts"]:
+        assert list(item["labels"]) == sorted(item["labels"])
+        assert list(item["annotations"]) == ["runbook_url", "summary"]  # given summary first
 
 
 async def test_webhook_all_resolved_and_firing_end_time_cleared(sink: Sink) -> None:
