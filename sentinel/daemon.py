@@ -39,7 +39,7 @@ from sentinel.kpi.hooks import Kpis
 from sentinel.metrics import Metrics
 from sentinel.model import PollResult, RunUpdate, TaskUpdate
 from sentinel.notify.base import Integration
-from sentinel.notify.webhook import close_sessions
+from sentinel.notify.http1 import close_pools
 from sentinel.observe.history import History, run_order
 from sentinel.observe.poller import SourcePoller
 from sentinel.rules.engine import RuleEngine
@@ -157,7 +157,7 @@ class Daemon:
         await self.nflog.drain()
         for c in self.clients:
             await c.aclose()
-        await close_sessions()
+        await close_pools()
         if self._web is not None:
             await self._web.cleanup()
         await self._persist_rule_state()

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sentinel.notify.webhook import close_sessions
+from sentinel.notify.http1 import close_pools
 from tests.sink import WebhookSink
 
 
@@ -14,7 +14,7 @@ from tests.sink import WebhookSink
 async def _close_webhook_pool() -> AsyncIterator[None]:
     # Webhooks share one keep-alive pool per event loop; a test that sends without a daemon closes it here.
     yield
-    await close_sessions()
+    await close_pools()
 
 
 @pytest.fixture

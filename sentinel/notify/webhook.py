@@ -30,11 +30,6 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 _RETRYABLE_4XX = frozenset({408, 429})
 
 
-async def close_sessions() -> None:
-    """Close this loop's webhook connections (the daemon's stop, and tests)."""
-    await http1.close_pools()
-
-
 def rfc3339(dt: datetime | None) -> str:
     """Go's time.Time JSON form in UTC: RFC 3339 with trailing zeros of the fraction dropped."""
     if dt is None:
