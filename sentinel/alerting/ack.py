@@ -126,6 +126,9 @@ class AckBook:
     def __len__(self) -> int:
         return len(self._acks)
 
+    def __bool__(self) -> bool:
+        return bool(self._acks or self.lapsed)
+
 
 class AckStage:
     """Drops firing alerts someone acknowledged, so they are neither repeated nor escalated.
@@ -138,6 +141,8 @@ class AckStage:
         self.acks = acks
 
     async def __call__(self, ctx: FlushContext, alerts: list[Alert]) -> list[Alert]:
+        if not self.acks:
+            return alerts  # nobody acknowledged anything: what the lines below would conclude
         kept = [a for a in alerts if a.resolved_at(ctx.now) or not self.acks.is_acked(a.fingerprint, ctx.now)]
         repage = frozenset(a.fingerprint for a in kept if a.fingerprint in self.acks.lapsed)
         if repage:

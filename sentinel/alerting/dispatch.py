@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -36,6 +37,11 @@ from sentinel.store import Store
 
 MAX_FLUSHES_IN_FLIGHT = 64
 SAVE_EVERY_S = 0.5
+# A group's row after a successful flush differs from disk only in its timers, and a restart from the older
+# row is harmless: the group flushes at once and the notification log (written before the flush returns)
+# stops anything already sent. So those rows wait this long, and a busy day writes each group once a
+# minute at most, not after every flush.
+TIMERS_SAVE_S = 60.0
 # "Never again in this episode": the escalation receiver is told once, and of the resolution.
 NEVER = timedelta(days=3650)
 
@@ -57,7 +63,7 @@ class AggregationGroup:
     notified_at: dict[str, datetime] = field(default_factory=dict)  # fingerprint -> first notified (this episode)
     escalated: set[str] = field(default_factory=set)
     next_escalation: datetime | None = None
-    saved: dict[str, Alert] = field(default_factory=dict, repr=False)  # fingerprint -> the alert on disk
+    disk: groups_store.OnDisk = field(default_factory=groups_store.OnDisk, repr=False)  # its alerts on disk
 
     @property
     def receiver(self) -> str:
@@ -117,16 +123,20 @@ class Dispatcher:
         self.groups: dict[str, AggregationGroup] = {}
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(MAX_FLUSHES_IN_FLIGHT)
+        # Due groups wait here for one of at most MAX_FLUSHES_IN_FLIGHT workers: a task per group queued on a
+        # semaphore cost more than many of the flushes it ran.
+        self._due: deque[AggregationGroup] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
+        self._timers_only: set[str] = set()  # groups whose rows are behind only in their timers (TIMERS_SAVE_S)
         self._group_keys: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._gone_alerts: set[str] = set()  # alert rows (groups_store.alert_key) to delete at the next save
+        self._gone_alerts: set[str] = set()  # alert rows (groups_store.chunk_key) to delete at the next save
         # What `run` is asleep for: a finished flush wakes it only when it has something sooner to do (each
         # wake scans every group, and a flush of 1,000 groups used to wake it once per group).
         self._planned: datetime | None = None
-        self._save_planned = False
+        self._save_planned = False  # within SAVE_EVERY_S
+        self._any_save_planned = False  # within TIMERS_SAVE_S at least
         # fingerprint -> ends_at of resolutions already flushed; rules keep re-offering resolved alerts
         # for a while, and a flushed resolution must not start a new group.
         self._resolved_done: dict[str, datetime] = {}
@@ -246,26 +256,32 @@ class Dispatcher:
     async def run(self) -> None:
         await self.ready.wait()
         loop = asyncio.get_running_loop()
-        next_save = 0.0
+        not_before = 0.0  # saving never takes more than a tenth of the time
+        save_at: float | None = None
         while True:
             self._wake.clear()
             upcoming = self._start_due()
-            if (self._dirty or self._gone) and loop.time() >= next_save:
-                # Whoever put alerts in, they are on disk soon after (at most SAVE_EVERY_S later); a save
-                # rewrites each changed group's timers, so a burst of requests or flushes is batched, and
-                # saving never takes more than a tenth of the time.
-                started = loop.time()
-                try:
-                    await self.save()
-                except Exception as exc:  # a full disk must not stop delivery
-                    logger.opt(exception=exc).error("could not save aggregation groups")
-                next_save = loop.time() + max(SAVE_EVERY_S, 9 * (loop.time() - started))
+            if self._dirty or self._gone or self._timers_only:
+                # What was put in is on disk SAVE_EVERY_S later at most, with everything that changed meanwhile:
+                # a burst of requests or flushes is one transaction, not one per request.
+                wait = SAVE_EVERY_S if self._dirty or self._gone else TIMERS_SAVE_S
+                at = max(loop.time() + wait, not_before)
+                save_at = at if save_at is None else min(save_at, at)
+                if loop.time() >= save_at:
+                    started = loop.time()
+                    try:
+                        await self.save()
+                    except Exception as exc:  # a full disk must not stop delivery
+                        logger.opt(exception=exc).error("could not save aggregation groups")
+                    not_before = loop.time() + 9 * (loop.time() - started)
+                    save_at = None
             now = self.clock.now()
             timeout = None if upcoming is None else max(0.01, (upcoming - now).total_seconds())
             self._planned = upcoming
             self._save_planned = bool(self._dirty or self._gone)
-            if self._save_planned:
-                left = max(0.01, next_save - loop.time())
+            self._any_save_planned = save_at is not None
+            if save_at is not None:
+                left = max(0.01, save_at - loop.time())
                 timeout = left if timeout is None else min(timeout, left)
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives just as the
             # event is set, and the daemon's stop() would then wait for this loop forever.
@@ -282,14 +298,20 @@ class Dispatcher:
                 continue
             if group.next_flush <= now:
                 group.flushing = True
-                task = asyncio.create_task(self._flush(group))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._due.append(group)
                 continue
             for t in (group.next_flush, group.next_escalation):
                 if t is not None and (upcoming is None or t < upcoming):
                     upcoming = t
+        for _ in range(min(len(self._due), MAX_FLUSHES_IN_FLIGHT - len(self._tasks))):
+            task = asyncio.create_task(self._flush_queued(self._due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return upcoming
+
+    async def _flush_queued(self, queue: deque[AggregationGroup]) -> None:
+        while queue:
+            await self._flush(queue.popleft())
 
     async def flush_due(self) -> int:
         """Flush every group that is due now and wait for them: what `run` does on a tick, for a frozen
@@ -299,7 +321,8 @@ class Dispatcher:
         due = [g for g in self.groups.values() if not g.flushing and g.next_flush <= now]
         for g in due:
             g.flushing = True
-        await asyncio.gather(*(self._flush(g) for g in due))
+        queue = deque(due)
+        await asyncio.gather(*(self._flush_queued(queue) for _ in range(min(len(due), MAX_FLUSHES_IN_FLIGHT))))
         await self.save()
         return len(due)
 
@@ -346,32 +369,31 @@ class Dispatcher:
 
     # -- flushing ----------------------------------------------------------------------------------
     async def _flush(self, group: AggregationGroup) -> None:
-        async with self._slots:
-            now = self.clock.now()
-            alerts = list(group.alerts.values())
-            opts = group.route.opts
-            group.changed = False
-            ctx = FlushContext(
-                now=now,
-                group_key=group.key,
-                group_labels=group.labels,
-                receiver=opts.receiver,
-                repeat_interval=opts.repeat_interval,
-                deadline=now + max(opts.group_interval, timedelta(seconds=1)),
-                extra={"kind": group.kind, "route_key": group.route.key},
-            )
-            ok = False
-            try:
-                pipeline = self.pipelines.get(opts.receiver)
-                if pipeline is None:
-                    logger.error("no pipeline for receiver {}", opts.receiver)
-                else:
-                    await pipeline(ctx, alerts)
-                    ok = True
-            except Exception as exc:  # one group's failure must not stop the others
-                logger.opt(exception=exc).debug("flush of group {} failed", group.key)
-            finally:
-                self._after_flush(group, alerts, now, ok)  # wakes `run`, which saves the group
+        now = self.clock.now()
+        alerts = list(group.alerts.values())
+        opts = group.route.opts
+        group.changed = False
+        ctx = FlushContext(
+            now=now,
+            group_key=group.key,
+            group_labels=group.labels,
+            receiver=opts.receiver,
+            repeat_interval=opts.repeat_interval,
+            deadline=now + max(opts.group_interval, timedelta(seconds=1)),
+            extra={"kind": group.kind, "route_key": group.route.key},
+        )
+        ok = False
+        try:
+            pipeline = self.pipelines.get(opts.receiver)
+            if pipeline is None:
+                logger.error("no pipeline for receiver {}", opts.receiver)
+            else:
+                await pipeline(ctx, alerts)
+                ok = True
+        except Exception as exc:  # one group's failure must not stop the others
+            logger.opt(exception=exc).debug("flush of group {} failed", group.key)
+        finally:
+            self._after_flush(group, alerts, now, ok)  # wakes `run`, which saves the group
 
     def _after_flush(self, group: AggregationGroup, sent: list[Alert], now: datetime, ok: bool) -> None:
         group.flushes += 1
@@ -384,6 +406,8 @@ class Dispatcher:
                 a = group.alerts.get(fp)
                 if a is not None and not a.resolved_at(now):
                     group.notified_at.setdefault(fp, e.timestamp)
+        # Only timers moved, unless this flush failed, let resolved alerts go, or may start an escalation clock.
+        timers_only = ok and group.route.opts.escalate_after is None
         if ok:
             if self.acks is not None and self.acks.lapsed:
                 self.acks.lapsed.difference_update(a.fingerprint for a in sent)
@@ -393,18 +417,24 @@ class Dispatcher:
                     assert a.ends_at is not None
                     self._resolved_done[a.fingerprint] = a.ends_at
                     self._end_episode(group, a.fingerprint)
+                    timers_only = False
         if len(self._resolved_done) > 10_000:
             cutoff = now - timedelta(hours=1)
             self._resolved_done = {k: v for k, v in self._resolved_done.items() if v > cutoff}
         self._schedule(group, now, ok)
         group.flushing = False
-        self._dirty.add(group.key)
+        if timers_only and group.key not in self._dirty:
+            self._timers_only.add(group.key)
+            save_planned = self._any_save_planned
+        else:
+            self._dirty.add(group.key)
+            save_planned = self._save_planned
         if not group.alerts:
             self._drop(group)
         sooner = self._planned is None or group.next_flush < self._planned
         if group.next_escalation is not None:
             sooner = sooner or group.next_escalation < self._planned  # type: ignore[operator]
-        if sooner or not self._save_planned:
+        if sooner or not save_planned:
             self._wake.set()
 
     def _end_episode(self, group: AggregationGroup, fp: str) -> None:
@@ -420,8 +450,17 @@ class Dispatcher:
         is due to resolve by itself or an acknowledgement runs out."""
         opts = group.route.opts
         tick = now + opts.group_interval
-        firing = {fp for fp, a in group.alerts.items() if not a.resolved_at(now)}
-        expected = {fp for fp in firing if not self._acked(fp, now)}
+        firing: set[str] = set()
+        soonest_end: datetime | None = None  # of the firing alerts that resolve by themselves
+        for fp, a in group.alerts.items():
+            end = a.ends_at
+            if end is None:
+                firing.add(fp)
+            elif end > now:
+                firing.add(fp)
+                if soonest_end is None or end < soonest_end:
+                    soonest_end = end
+        expected = {fp for fp in firing if not self._acked(fp, now)} if self.acks else firing
         settled = False
         nxt = tick
         if ok and not group.changed and self.nflog is not None:
@@ -433,10 +472,9 @@ class Dispatcher:
                 nxt = min(e.timestamp for e in entries.values()) + opts.repeat_interval
         if not settled:
             nxt = tick
-        ends = [a.ends_at for a in group.alerts.values() if a.ends_at is not None and a.ends_at > now]
-        if ends:
-            nxt = min(nxt, max(min(ends), tick))
-        if self.acks is not None and (expiry := self.acks.next_expiry(firing, now)) is not None:
+        if soonest_end is not None:
+            nxt = min(nxt, max(soonest_end, tick))
+        if self.acks and (expiry := self.acks.next_expiry(firing, now)) is not None:
             nxt = min(nxt, max(expiry, tick))
         group.next_flush = nxt
         group.next_escalation = self._next_escalation(group, now)
@@ -446,49 +484,49 @@ class Dispatcher:
             del self.groups[group.key]
             self._gone.add(group.key)
             self._dirty.discard(group.key)
-            self._gone_alerts.update(groups_store.alert_key(group.key, fp) for fp in group.saved)
-            group.saved = {}
+            self._timers_only.discard(group.key)
+            self._gone_alerts.update(group.disk.keys(group.key))
+            group.disk = groups_store.OnDisk()
 
     # -- persistence -------------------------------------------------------------------------------
     async def save(self) -> None:
         """Write what changed since the last save, in one transaction: each changed group's row (timers, who
-        was told) and the rows of its alerts that are new or changed, or gone (called after intake and after
-        every flush). Alerts are immutable, so an alert object already on disk is not written again."""
-        if self.store is None or not (self._dirty or self._gone):
+        was told) and a chunk of its alerts that are new or changed (see groups_store). Alerts are immutable,
+        so an alert object already on disk is not written again."""
+        if self.store is None or not (self._dirty or self._gone or self._timers_only):
             return
-        dirty, gone, gone_alerts = self._dirty, self._gone, self._gone_alerts
-        self._dirty, self._gone, self._gone_alerts = set(), set(), set()
+        dirty, gone, gone_alerts = self._dirty | self._timers_only, self._gone, self._gone_alerts
+        self._dirty, self._gone, self._gone_alerts, self._timers_only = set(), set(), set(), set()
         items: dict[str, Any] = {}
-        alert_rows: dict[str, Any] = {}
+        alert_rows: dict[str, bytes] = {}
         alert_dels = set(gone_alerts)
+        planned: list[tuple[AggregationGroup, groups_store.OnDisk]] = []
         for k in dirty:
             group = self.groups.get(k)
             if group is None:
                 continue
             items[k] = group.dump()
-            saved = group.saved
-            for fp, a in group.alerts.items():
-                if saved.get(fp) is not a:  # alerts are immutable: the same object is the same row
-                    alert_rows[groups_store.alert_key(k, fp)] = groups_store.encode_alert(a)
-                    saved[fp] = a
-            if len(saved) > len(group.alerts):
-                for fp in [fp for fp in saved if fp not in group.alerts]:
-                    alert_dels.add(groups_store.alert_key(k, fp))
-                    del saved[fp]
+            disk, puts, dels = group.disk.plan(k, group.alerts)
+            if disk is not group.disk:
+                planned.append((group, disk))
+                alert_rows.update(puts)
+                alert_dels.update(dels)
         try:
             await self.store.write_many(
                 {groups_store.NS: items, groups_store.ALERTS_NS: alert_rows},
                 {groups_store.NS: gone - items.keys(), groups_store.ALERTS_NS: alert_dels},
             )
         except BaseException:
-            # Not on disk after all: the next save writes these groups whole.
-            for k in items:
-                if (group := self.groups.get(k)) is not None:
-                    group.saved = {}
+            # Not on disk after all: each group's record still says what is there, and the next save retries.
             self._dirty |= dirty
             self._gone |= gone - self.groups.keys()
             self._gone_alerts |= alert_dels
             raise
+        for group, disk in planned:
+            if self.groups.get(group.key) is group:
+                group.disk = disk
+            else:  # dropped while the save ran: its rows, the new chunk too, go at the next save
+                self._gone_alerts.update(disk.keys(group.key))
         if self.acks is not None:
             await self.acks.save()
 
@@ -507,15 +545,17 @@ class Dispatcher:
             by_group.setdefault(groups_store.group_of(akey), []).append((akey, x))
         stale_alerts = [akey for k, xs in by_group.items() if k not in rows for akey, _ in xs]
         for key, d in rows.items():
-            legacy = "alerts" in d  # written whole by an older version: rewritten in rows at the next save
-            if legacy:
-                raw = d["alerts"]
+            disk, one_alert_rows = groups_store.OnDisk(), []
+            if "alerts" in d:  # written whole by an older version: into a chunk at the next save
+                alerts = [groups_store.restore_alert(x) for x in d["alerts"]]
             else:  # in the group's own order (the order its notifications list them)
-                order = {fp: i for i, fp in enumerate(d.get("order", []))}
-                raw = sorted((x for _, x in by_group.get(key, [])), key=lambda x: order.get(x["fingerprint"], 1 << 30))
-            alerts = [groups_store.restore_alert(x) for x in raw]
+                alerts, disk, one_alert_rows, dead = groups_store.OnDisk.restore(
+                    key, by_group.get(key, []), d.get("order", [])
+                )
+                stale_alerts.extend(dead)
             if not alerts:
                 stale.append(key)
+                stale_alerts.extend(akey for akey, _ in by_group.get(key, []))
                 continue
             route = routes.get(d["route_key"])
             kind = d["kind"]
@@ -545,10 +585,10 @@ class Dispatcher:
                 escalated=set(d["escalated"]),
             )
             group.next_escalation = self._next_escalation(group, now)
-            if legacy:
+            group.disk = disk
+            if len(disk.alerts) < len(group.alerts):  # some not in a chunk yet: moved there by the next save
                 self._dirty.add(key)
-            else:
-                group.saved = dict(group.alerts)
+                self._gone_alerts.update(one_alert_rows)
             self.groups[key] = group
             if kind == INCIDENT and self.correlator is not None:
                 incident_key = key.split(":", 2)[2]

@@ -2,13 +2,18 @@
 
 Only the dispatcher's own state is kept: alerts, timers, who was already notified and escalated. Routes
 are looked up again by key in the (possibly reloaded) route tree when the groups are restored. A group is
-a small row of timers plus one row per alert: alerts are immutable and a busy group is saved after every
-change and flush, so rewriting its unchanged alerts each time was most of the cost of saving.
+a small row of timers plus its alerts in chunk rows: a save writes the group's new and changed alerts as one
+new chunk, never its unchanged ones (a busy group is saved after every change, and rewriting all of its
+alerts each time was most of the cost of saving), and one row per save, not per alert (a burst of 10,000
+alerts into 1,000 groups is 1,000 rows: a third of the CPU of a row per alert). A chunk whose alerts all
+changed or left is deleted; once a group's chunks hold more superseded alerts than current ones, the group
+is rewritten as one chunk, so the garbage stays bounded.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +44,7 @@ def _dt(v: str | datetime | None) -> datetime | None:
 
 
 def dump_alert(a: Alert) -> dict[str, Any]:
+    """An alert in a group row written whole (older versions; tests write them to prove they restore)."""
     return {
         # Tuples as they are: orjson writes them as the same JSON arrays, and copying every pair into a list
         # was most of the cost of saving large groups.
@@ -52,20 +58,33 @@ def dump_alert(a: Alert) -> dict[str, Any]:
     }
 
 
-def encode_alert(a: Alert) -> bytes:
-    return orjson.dumps(dump_alert(a))
+def encode_chunk(alerts: list[Alert]) -> bytes:
+    # Positional, not keyed: a chunk is read only here. Tuples and datetimes go to orjson as they are.
+    return orjson.dumps(
+        [(a.labels, a.annotations, a.starts_at, a.ends_at, a.generator_url, a.fingerprint) for a in alerts]
+    )
 
 
 def alert_key(group_key: str, fp: str) -> str:
+    """The row of one alert, as versions before chunks wrote them."""
     return f"{group_key}\x1f{fp}"
 
 
+def chunk_key(group_key: str, n: int) -> str:
+    return f"{group_key}\x1f#{n}"
+
+
 def group_of(key: str) -> str:
-    """alert row key -> its group's key (a fingerprint is hex, so the last separator is the one)."""
+    """alert or chunk row key -> its group's key (fingerprints are hex, so the last separator is the one)."""
     return key.rpartition("\x1f")[0]
 
 
-def restore_alert(d: dict[str, Any]) -> Alert:
+def restore_alert(d: dict[str, Any] | list[Any]) -> Alert:
+    if isinstance(d, list):
+        labels, annotations, starts, ends, url, fp = d
+        return Alert(
+            tuple((k, v) for k, v in labels), tuple((k, v) for k, v in annotations), _dt(starts), _dt(ends), url, fp
+        )
     return Alert(
         labels=tuple((k, v) for k, v in d["labels"]),
         annotations=tuple((k, v) for k, v in d["annotations"]),
@@ -74,6 +93,81 @@ def restore_alert(d: dict[str, Any]) -> Alert:
         generator_url=d.get("generator_url"),
         fingerprint=d["fingerprint"],
     )
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """Which alert objects of a group are on disk, and in which chunk. Replaced whole by each save that
+    succeeds, so a failed one leaves the record of what is really there."""
+
+    alerts: dict[str, tuple[Alert, int]] = field(default_factory=dict)  # fingerprint -> (alert written, chunk)
+    live: dict[int, int] = field(default_factory=dict)  # chunk -> how many of its alerts are current
+    size: dict[int, int] = field(default_factory=dict)  # chunk -> how many it holds
+    next: int = 0
+
+    def keys(self, group_key: str) -> list[str]:
+        return [chunk_key(group_key, n) for n in self.live]
+
+    def plan(self, group_key: str, current: dict[str, Alert]) -> tuple[OnDisk, dict[str, bytes], list[str]]:
+        """What to write so disk holds `current`: (the record after the save, rows to put, rows to delete)."""
+        fresh = [a for fp, a in current.items() if (w := self.alerts.get(fp)) is None or w[0] is not a]
+        stale = [a.fingerprint for a in fresh if a.fingerprint in self.alerts]
+        if len(self.alerts) - len(stale) > len(current) - len(fresh):  # some left the group
+            stale += [fp for fp in self.alerts if fp not in current]
+        if not fresh and not stale:
+            return self, {}, []
+        alerts, live, size = dict(self.alerts), dict(self.live), dict(self.size)
+        for fp in stale:
+            live[alerts.pop(fp)[1]] -= 1
+        if sum(size.values()) - len(alerts) > len(alerts):  # more superseded alerts than current: rewrite
+            fresh, dels = list(current.values()), list(live)
+            alerts, live, size = {}, {}, {}
+        else:
+            dels = [n for n, c in live.items() if c == 0]
+            for n in dels:
+                del live[n], size[n]
+        puts: dict[str, bytes] = {}
+        n = self.next
+        if fresh:
+            puts[chunk_key(group_key, n)] = encode_chunk(fresh)
+            live[n] = size[n] = len(fresh)
+            alerts.update((a.fingerprint, (a, n)) for a in fresh)
+            n += 1
+        return OnDisk(alerts, live, size, n), puts, [chunk_key(group_key, d) for d in dels]
+
+    @classmethod
+    def restore(
+        cls, group_key: str, rows: list[tuple[str, Any]], order: list[str]
+    ) -> tuple[list[Alert], OnDisk, list[str], list[str]]:
+        """A group's rows -> (its alerts in `order`, the record of them, rows of one alert each, chunk rows that
+        hold nothing current). One-alert rows are what older versions wrote: their alerts count as not on
+        disk, so the next save moves them into a chunk (and should delete those rows in the same transaction)."""
+        chunks: list[tuple[int, list[Any]]] = []
+        latest: dict[str, tuple[Alert, int]] = {}
+        legacy: list[str] = []
+        for key, value in rows:
+            suffix = key.rpartition("\x1f")[2]
+            if suffix.startswith("#") and isinstance(value, list):
+                chunks.append((int(suffix[1:]), value))
+            else:
+                legacy.append(key)
+                a = restore_alert(value)
+                latest[a.fingerprint] = (a, -1)
+        chunks.sort(key=lambda c: c[0])
+        for n, values in chunks:
+            for v in values:
+                a = restore_alert(v)
+                latest[a.fingerprint] = (a, n)
+        wanted = {fp: i for i, fp in enumerate(order)}
+        kept = sorted((x for fp, x in latest.items() if fp in wanted), key=lambda x: wanted[x[0].fingerprint])
+        on_disk = {a.fingerprint: (a, n) for a, n in kept if n >= 0}
+        live: dict[int, int] = {}
+        for _, n in on_disk.values():
+            live[n] = live.get(n, 0) + 1
+        size = {n: len(values) for n, values in chunks if n in live}
+        dead = [chunk_key(group_key, n) for n, _ in chunks if n not in live]
+        nxt = chunks[-1][0] + 1 if chunks else 0
+        return [a for a, _ in kept], cls(on_disk, live, size, nxt), legacy, dead
 
 
 def dump_group(

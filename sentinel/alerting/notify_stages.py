@@ -39,9 +39,11 @@ def needs_update(entry: Entry | None, firing: frozenset[str], resolved: frozense
 
 
 def _split(alerts: list[Alert], now: datetime) -> tuple[frozenset[str], frozenset[str]]:
-    firing = frozenset(a.fingerprint for a in alerts if not a.resolved_at(now))
-    resolved = frozenset(a.fingerprint for a in alerts if a.resolved_at(now))
-    return firing, resolved
+    firing: list[str] = []
+    resolved: list[str] = []
+    for a in alerts:
+        (resolved if a.ends_at is not None and a.ends_at <= now else firing).append(a.fingerprint)
+    return frozenset(firing), frozenset(resolved)
 
 
 class DedupStage:

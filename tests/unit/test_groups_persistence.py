@@ -1,6 +1,7 @@
 """Aggregation groups and the notification log on disk: a restart sees exactly the alerts each group held,
-in their order, whether the state file was written incrementally (one row per alert) or by an older version
-(each group whole), and every notification logged by concurrent flushes."""
+in their order, whether the state file holds them in chunks (now), one row per alert or each group whole (older
+versions); a save writes only what changed and leaves bounded garbage; a failed save loses nothing; every
+notification logged by concurrent flushes survives."""
 
 from __future__ import annotations
 
@@ -78,8 +79,11 @@ async def test_restart_restores_each_groups_current_alerts_in_order(tmp_path: Pa
 
     rec3 = Recorder()
     store, d = await life(tmp_path / "s.db", clock, rec3)
+    # On disk: chunks of alerts. No chunk is left holding only alerts the group no longer has.
     rows = await store.all(groups_store.ALERTS_NS)
-    assert sorted(x["labels"][1][1] for x in rows.values()) == ["b", "c", "d", "x"]
+    chunks = [{labels[1][1] for labels, *_ in chunk} for chunk in rows.values()]
+    assert set().union(*chunks) >= {"b", "c", "d", "x"}
+    assert all(chunk & {"b", "c", "d", "x"} for chunk in chunks)
     assert [a.label("instance") for g in d.groups.values() for a in g.alerts.values()] in (
         ["c", "b", "d", "x"],
         ["x", "c", "b", "d"],
@@ -143,4 +147,128 @@ async def test_notifications_logged_by_concurrent_flushes_all_survive_a_restart(
     again = NotificationLog(store)
     await again.load(T0)
     assert {k: sorted(e.firing) for k, e in again.entries.items()} == {f"k{i}": [f"f{i}"] for i in range(200)}
+    await store.close()
+
+
+# -- alerts in chunks ---------------------------------------------------------------------------------------
+def _rows(puts: dict[str, bytes], disk: dict[str, bytes], dels: list[str]) -> dict[str, bytes]:
+    """Apply one save to a dict standing for the table (deletes first, as Store.write_many does)."""
+    out = {k: v for k, v in disk.items() if k not in dels}
+    out.update(puts)
+    return out
+
+
+def _restored(table: dict[str, bytes], order: list[str]) -> list[Alert]:
+    rows = [(k, orjson.loads(v)) for k, v in table.items()]
+    alerts, _, legacy, dead = groups_store.OnDisk.restore("g", rows, order)
+    assert not legacy and not dead
+    return alerts
+
+
+def test_a_save_writes_one_chunk_of_what_changed_and_never_an_unchanged_alert() -> None:
+    a, b, c = alert("a"), alert("b"), alert("c")
+    disk, puts, dels = groups_store.OnDisk().plan("g", {x.fingerprint: x for x in (a, b, c)})
+    assert list(puts) == [groups_store.chunk_key("g", 0)] and dels == []
+    table = _rows(puts, {}, dels)
+    same, puts, dels = disk.plan("g", {x.fingerprint: x for x in (a, b, c)})
+    assert same is disk and puts == {} and dels == []
+
+    b2 = alert("b", ends_at=T0 + 60 * S)  # re-posted with an end: a new object
+    disk, puts, dels = disk.plan("g", {x.fingerprint: x for x in (a, b2, c)})
+    assert len(orjson.loads(puts[groups_store.chunk_key("g", 1)])) == 1 and dels == []
+    table = _rows(puts, table, dels)
+    assert [
+        (x.label("instance"), x.ends_at) for x in _restored(table, [a.fingerprint, b.fingerprint, c.fingerprint])
+    ] == [
+        ("a", None),
+        ("b", T0 + 60 * S),
+        ("c", None),
+    ]
+
+
+def test_a_chunk_goes_when_nothing_in_it_is_current_and_garbage_never_outgrows_the_group() -> None:
+    first = [alert(f"i{i}") for i in range(10)]
+    disk, puts, dels = groups_store.OnDisk().plan("g", {x.fingerprint: x for x in first})
+    table = _rows(puts, {}, dels)
+    current = {x.fingerprint: x for x in first}
+    for i in range(10):  # each save replaces one more alert of the first chunk
+        new = alert(f"i{i}", ends_at=T0 + (i + 1) * S)
+        current[new.fingerprint] = new
+        disk, puts, dels = disk.plan("g", current)
+        table = _rows(puts, table, dels)
+        held = sum(len(orjson.loads(v)) for v in table.values())
+        assert held - len(current) <= len(current)  # superseded copies on disk never outnumber the alerts
+        assert [x.ends_at for x in _restored(table, list(current))] == [x.ends_at for x in current.values()]
+    # The group empties: every chunk row goes.
+    disk, puts, dels = disk.plan("g", {})
+    assert puts == {} and _rows(puts, table, dels) == {}
+
+
+async def test_a_state_file_with_one_row_per_alert_restores_and_moves_into_a_chunk(tmp_path: Path) -> None:
+    clock = FrozenClock(T0)
+    store = await Store(tmp_path / "s.db").open()
+    a, b = alert("a"), alert("b")
+    route = Route.build(RouteConfig.model_validate(ROUTE))
+    key = f"{route.key}:previous"
+    row = groups_store.dump_group(
+        kind="route",
+        route_key=route.key,
+        receiver="r",
+        labels={"alertname": "Down"},
+        alerts=None,
+        order=[b.fingerprint, a.fingerprint],
+        next_flush=T0 + 30 * S,
+        last_flush=None,
+        changed=True,
+        notified_at={},
+        escalated=set(),
+    )
+    await store.put(groups_store.NS, key, orjson.loads(orjson.dumps(row)))
+    for x in (a, b):  # as the version before chunks wrote them
+        await store.put(groups_store.ALERTS_NS, groups_store.alert_key(key, x.fingerprint), groups_store.dump_alert(x))
+    await store.close()
+
+    store, d = await life(tmp_path / "s.db", clock, Recorder())
+    assert [x.label("instance") for x in d.groups[key].alerts.values()] == ["b", "a"]
+    await d.save()
+    assert list(await store.all(groups_store.ALERTS_NS)) == [groups_store.chunk_key(key, 0)]
+    await store.close()
+    rec = Recorder()
+    store, d = await life(tmp_path / "s.db", clock, rec)
+    clock.set(T0 + 30 * S)
+    await d.flush_due()
+    assert rec.sent == [[("b", "firing"), ("a", "firing")]]
+    await store.close()
+
+
+async def test_a_save_that_fails_is_retried_whole_by_the_next(tmp_path: Path) -> None:
+    clock = FrozenClock(T0)
+    store, d = await life(tmp_path / "s.db", clock, Recorder())
+    d.put([alert("a"), alert("b")])
+    await d.save()
+    real = store.write_many
+    calls = 0
+
+    async def failing(*args: object, **kw: object) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError("disk full")
+
+    store.write_many = failing  # type: ignore[method-assign]
+    d.put([alert("c"), alert("a", ends_at=T0 + 90 * S)])
+    try:
+        await d.save()
+    except OSError:
+        pass
+    assert calls == 1
+    store.write_many = real  # type: ignore[method-assign]
+    await d.save()
+    await store.close()
+
+    rec = Recorder()
+    store, d = await life(tmp_path / "s.db", clock, rec)
+    clock.set(T0 + 30 * S)
+    await d.flush_due()
+    assert rec.sent == [[("a", "firing"), ("b", "firing"), ("c", "firing")]]
+    assert [x.ends_at for x in next(iter(d.groups.values())).alerts.values()] == [T0 + 90 * S, None, None]
     await store.close()
