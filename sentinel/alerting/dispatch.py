@@ -130,7 +130,8 @@ class Dispatcher:
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
         self._timers_only: set[str] = set()  # groups whose rows are behind only in their timers (TIMERS_SAVE_S)
-        self._group_keys: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._group_keys: dict[tuple[str, tuple[Any, ...]], str] = {}
+        self._escalating = False  # whether an escalation group was ever made (else none to look up per alert)
         self._gone_alerts: set[str] = set()  # alert rows (groups_store.chunk_key) to delete at the next save
         # What `run` is asleep for: a finished flush wakes it only when it has something sooner to do (each
         # wake scans every group, and a flush of 1,000 groups used to wake it once per group).
@@ -160,25 +161,28 @@ class Dispatcher:
                     group.kind = INCIDENT
                     self._pull_in(group, backlog, incident, now)
                 else:
-                    glabels = route.group_labels(labels)
-                    group = self._group(self._group_key(route, glabels), route, glabels, a, now)
+                    group = self._group_of(route, labels, a, now)
                 self._add(group, a, now)
-                esc = self.groups.get(f"{ESCALATION}:{group.key}")
-                if esc is not None and a.fingerprint in esc.alerts:
-                    self._add(esc, a, now)
+                if self._escalating and (esc := self.groups.get(f"{ESCALATION}:{group.key}")) is not None:
+                    if a.fingerprint in esc.alerts:
+                        self._add(esc, a, now)
             if backlog and self.on_incident is not None:
                 self.on_incident()
         self._wake.set()
 
-    def _group_key(self, route: Route, glabels: dict[str, str]) -> str:
-        # Many alerts share a group: hashing its labels once, not per alert, was a visible share of intake.
-        ls = labelset(glabels)
-        key = self._group_keys.get((route.key, ls))
+    def _group_of(self, route: Route, labels: dict[str, str], a: Alert, now: datetime) -> AggregationGroup:
+        # Many alerts share a group: its key (a hash of its labels) is found by the alert's values of the
+        # route's group_by, not worked out again per alert (that was a visible share of intake).
+        opts = route.opts
+        values = a.labels if opts.group_by_all else tuple(map(labels.get, opts.group_by))
+        key = self._group_keys.get((route.key, values))
         if key is None:
             if len(self._group_keys) >= 100_000:  # bounded: a label with unbounded values must not grow it
                 self._group_keys.clear()
-            key = self._group_keys[(route.key, ls)] = f"{route.key}:{fingerprint(ls)}"
-        return key
+            glabels = route.group_labels(labels)
+            key = self._group_keys[(route.key, values)] = f"{route.key}:{fingerprint(labelset(glabels))}"
+        group = self.groups.get(key)
+        return group if group is not None else self._group(key, route, route.group_labels(labels), a, now)
 
     def _group(self, key: str, route: Route, labels: dict[str, str], a: Alert, now: datetime) -> AggregationGroup:
         group = self.groups.get(key)
@@ -193,7 +197,7 @@ class Dispatcher:
     def _add(self, group: AggregationGroup, a: Alert, now: datetime) -> None:
         old = group.alerts.get(a.fingerprint)
         group.alerts[a.fingerprint] = a
-        if old == a:
+        if old is not None and old == a:
             return
         self._dirty.add(group.key)
         if old is None or old.resolved_at(now) != a.resolved_at(now):
@@ -344,6 +348,7 @@ class Dispatcher:
                 key = f"{ESCALATION}:{group.key}"
                 esc = self.groups.get(key)
                 if esc is None:
+                    self._escalating = True
                     esc = self.groups[key] = AggregationGroup(
                         key, escalation_route(group.route), dict(group.labels), now, kind=ESCALATION
                     )
@@ -560,6 +565,7 @@ class Dispatcher:
             route = routes.get(d["route_key"])
             kind = d["kind"]
             if route is not None and kind == ESCALATION:
+                self._escalating = True
                 route = escalation_route(route) if route.opts.escalate_to == d["receiver"] else None
             elif route is not None and route.opts.receiver != d["receiver"]:
                 route = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import TypeVar
 
 from sentinel.alerting.matchers import Matcher, matches_all
@@ -36,7 +37,7 @@ class RouteOpts:
     escalate_after: timedelta | None = None
     escalate_to: str | None = None
 
-    @property
+    @cached_property
     def group_by_all(self) -> bool:
         return "..." in self.group_by
 
@@ -69,8 +70,10 @@ class Route:
         return route
 
     def match(self, labels: Mapping[str, str]) -> list[Route]:
-        if not matches_all(self.matchers, labels):
+        if self.matchers and not matches_all(self.matchers, labels):
             return []
+        if not self.routes:
+            return [self]
         found: list[Route] = []
         for child in self.routes:
             matched = child.match(labels)

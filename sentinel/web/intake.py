@@ -129,8 +129,9 @@ class ExternalAlerts:
             "".join(annotations.values())
         except TypeError:
             raise IntakeError("annotations", "must be an object of strings") from None
-        starts = _time(item, "startsAt")
-        ends = _time(item, "endsAt")
+        # (Prometheus sends both times; a script often neither: no call for a time that is not there.)
+        starts = _time(item, "startsAt") if "startsAt" in item else None
+        ends = _time(item, "endsAt") if "endsAt" in item else None
         gen = item.get("generatorURL")
         if gen is not None and not isinstance(gen, str):
             raise IntakeError("generatorURL", "must be a string")
@@ -142,14 +143,9 @@ class ExternalAlerts:
         elif ends < starts:
             raise IntakeError("endsAt", "start time must be before end time")
         ls = tuple(sorted(labels.items()))
-        return Alert(
-            labels=ls,
-            annotations=tuple(sorted(annotations.items())) if annotations else (),
-            starts_at=starts,
-            ends_at=ends,
-            generator_url=gen or None,
-            fingerprint=fingerprint(ls),
-        ), timeout
+        # Positional: Alert(labels, annotations, starts_at, ends_at, generator_url, fingerprint).
+        ann = tuple(sorted(annotations.items())) if annotations else ()
+        return Alert(ls, ann, starts, ends, gen or None, fingerprint(ls)), timeout
 
     def _check_labels(self, labels: dict[str, Any]) -> None:
         for k, v in labels.items():
