@@ -405,21 +405,20 @@ class Dispatcher:
         group.last_flush = now
         if not ok:
             group.changed = True  # try again on the next group_interval tick
-        entries = self.nflog.for_group(group.key, group.receiver) if self.nflog is not None else {}
-        for e in entries.values():
-            for fp in e.firing:
-                a = group.alerts.get(fp)
-                if a is not None and not a.resolved_at(now):
-                    group.notified_at.setdefault(fp, e.timestamp)
+        alerts, notified = group.alerts, group.notified_at
+        for e in self.nflog.for_group(group.key, group.receiver).values() if self.nflog is not None else ():
+            for fp in e.firing.difference(notified):
+                a = alerts.get(fp)
+                if a is not None and (a.ends_at is None or a.ends_at > now):
+                    notified[fp] = e.timestamp
         # Only timers moved, unless this flush failed, let resolved alerts go, or may start an escalation clock.
         timers_only = ok and group.route.opts.escalate_after is None
         if ok:
             if self.acks is not None and self.acks.lapsed:
                 self.acks.lapsed.difference_update(a.fingerprint for a in sent)
             for a in sent:
-                if a.resolved_at(now) and group.alerts.get(a.fingerprint) is a:
-                    del group.alerts[a.fingerprint]
-                    assert a.ends_at is not None
+                if a.ends_at is not None and a.ends_at <= now and alerts.get(a.fingerprint) is a:
+                    del alerts[a.fingerprint]
                     self._resolved_done[a.fingerprint] = a.ends_at
                     self._end_episode(group, a.fingerprint)
                     timers_only = False

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sentinel.clock import utc
@@ -19,6 +21,7 @@ from sentinel.store import Store
 
 NS = "nflog"
 RETENTION = timedelta(hours=120)
+_NONE: Mapping[str, Entry] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ class NotificationLog:
         receiver, integration, group_key = split_key(key)
         self._by_group.setdefault((group_key, receiver), {})[integration] = entry
 
-    def for_group(self, group_key: str, receiver: str) -> dict[str, Entry]:
-        return dict(self._by_group.get((group_key, receiver), {}))
+    def for_group(self, group_key: str, receiver: str) -> Mapping[str, Entry]:
+        """integration -> entry, live: read it before awaiting anything."""
+        return self._by_group.get((group_key, receiver), _NONE)
 
     async def load(self, now: datetime) -> None:
         if self.store is None:

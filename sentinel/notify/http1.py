@@ -76,7 +76,7 @@ class _Connection(asyncio.Protocol):
         self.reason = ""
         self.status = 0  # of the answer being read, once its headers are in
         self.closed = False
-        self.idle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # loop time it was put back in its pool
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,8 +98,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.idle is not None:
-            self.idle.cancel()
         if self.status >= 200 and self.waiter is not None and not self.waiter.done():
             # An answer without Content-Length or chunking ends where the connection does.
             self.waiter.set_result((self.status, self.reason))
@@ -152,12 +150,13 @@ class _Pool:
         self.origin = origin
         self.idle: list[_Connection] = []
         self.slots = asyncio.Semaphore(LIMIT)
+        # One timer per pool closes connections idle for KEEPALIVE, not one per connection per request: a
+        # timer set and cancelled around every POST was a visible share of a busy flush.
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def connect(self) -> _Connection:
         while self.idle:
             conn = self.idle.pop()  # most recently used first: the least likely to have been closed by the peer
-            if conn.idle is not None:
-                conn.idle.cancel()
             if not conn.closed:
                 return conn
         scheme, host, port = self.origin
@@ -170,10 +169,28 @@ class _Pool:
         if conn.closed or conn.waiter is not None or len(self.idle) >= LIMIT:
             conn.close()
             return
-        conn.idle = asyncio.get_running_loop().call_later(KEEPALIVE, conn.close)
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
         self.idle.append(conn)
+        if self._sweep is None:
+            self._sweep = loop.call_later(KEEPALIVE, self._close_idle)
+
+    def _close_idle(self) -> None:
+        self._sweep = None
+        cutoff = asyncio.get_running_loop().time() - KEEPALIVE
+        # `idle` is in the order connections came back, so the ones to close are at its start.
+        n = next((i for i, c in enumerate(self.idle) if c.idle_since > cutoff), len(self.idle))
+        for conn in self.idle[:n]:
+            conn.close()
+        del self.idle[:n]
+        if self.idle:
+            wait = self.idle[0].idle_since + KEEPALIVE - asyncio.get_running_loop().time()
+            self._sweep = asyncio.get_running_loop().call_later(max(wait, 0.0), self._close_idle)
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in self.idle:
             conn.close()
         self.idle.clear()

@@ -113,6 +113,23 @@ async def test_concurrent_posts_use_at_most_limit_connections(monkeypatch: pytes
     assert r.most_open == 4 and len({peer for peer, *_ in r.requests}) == 4
 
 
+async def test_idle_connections_close_after_keepalive_and_busy_ones_stay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "KEEPALIVE", 0.5)
+    async with Receiver(delay=0.1) as r:
+        t = target(f"http://127.0.0.1:{r.port}/h")
+        await asyncio.gather(*(http1.post(t, BODY, 10) for _ in range(3)))  # three connections, now idle
+        pool = http1._pools[asyncio.get_running_loop()][("http", "127.0.0.1", r.port)]
+        first = list(pool.idle)
+        assert len(first) == 3 and not any(c.closed for c in first)
+        await until(lambda: all(c.closed for c in first) and not pool.idle, timeout=10)
+        # A connection in use again is not closed under it, and is closed once it has been idle long enough.
+        assert await http1.post(t, BODY, 10) == (202, "Queued")
+        (again,) = pool.idle
+        assert again not in first
+        await until(lambda: again.closed and not pool.idle, timeout=10)
+    assert len({peer for peer, *_ in r.requests}) == 4
+
+
 async def test_receiver_closing_idle_connection_costs_nothing(raw: Callable[[Answer], Awaitable[str]]) -> None:
     connections = 0
 
