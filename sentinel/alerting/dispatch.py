@@ -137,6 +137,8 @@ class Dispatcher:
         # wake scans every group, and a flush of 1,000 groups used to wake it once per group).
         self._planned: datetime | None = None
         self._save_planned = False  # within SAVE_EVERY_S
+        self._saving: asyncio.Task[None] | None = None
+        self._not_before = 0.0
         self._any_save_planned = False  # within TIMERS_SAVE_S at least
         # fingerprint -> ends_at of resolutions already flushed; rules keep re-offering resolved alerts
         # for a while, and a flushed resolution must not start a new group.
@@ -260,30 +262,27 @@ class Dispatcher:
     async def run(self) -> None:
         await self.ready.wait()
         loop = asyncio.get_running_loop()
-        not_before = 0.0  # saving never takes more than a tenth of the time
         save_at: float | None = None
         while True:
             self._wake.clear()
             upcoming = self._start_due()
-            if self._dirty or self._gone or self._timers_only:
+            if (self._dirty or self._gone or self._timers_only) and self._saving is None:
                 # What was put in is on disk SAVE_EVERY_S later at most, with everything that changed meanwhile:
                 # a burst of requests or flushes is one transaction, not one per request.
                 wait = SAVE_EVERY_S if self._dirty or self._gone else TIMERS_SAVE_S
-                at = max(loop.time() + wait, not_before)
+                at = max(loop.time() + wait, self._not_before)
                 save_at = at if save_at is None else min(save_at, at)
                 if loop.time() >= save_at:
-                    started = loop.time()
-                    try:
-                        await self.save()
-                    except Exception as exc:  # a full disk must not stop delivery
-                        logger.opt(exception=exc).error("could not save aggregation groups")
-                    not_before = loop.time() + 9 * (loop.time() - started)
+                    # In the background: saving a big burst takes a while under load, and no group's flush may
+                    # wait for it (it did: a 100,000-alert burst held group_wait = 1 s flushes back a second).
+                    self._saving = asyncio.create_task(self._save_in_background())
                     save_at = None
             now = self.clock.now()
             timeout = None if upcoming is None else max(0.01, (upcoming - now).total_seconds())
             self._planned = upcoming
-            self._save_planned = bool(self._dirty or self._gone)
-            self._any_save_planned = save_at is not None
+            # A save under way wakes this loop when it ends, and the next one then takes what changed meanwhile.
+            self._save_planned = self._saving is not None or bool(self._dirty or self._gone)
+            self._any_save_planned = self._saving is not None or save_at is not None
             if save_at is not None:
                 left = max(0.01, save_at - loop.time())
                 timeout = left if timeout is None else min(timeout, left)
@@ -292,6 +291,18 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+
+    async def _save_in_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await self.save()
+        except Exception as exc:  # a full disk must not stop delivery
+            logger.opt(exception=exc).error("could not save aggregation groups")
+        finally:
+            self._not_before = loop.time() + 9 * (loop.time() - started)  # saving: a tenth of the time at most
+            self._saving = None
+            self._wake.set()
 
     def _start_due(self) -> datetime | None:
         now = self.clock.now()
@@ -611,4 +622,6 @@ class Dispatcher:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._saving is not None:  # let it finish: the save below builds on what it wrote
+            await asyncio.gather(self._saving, return_exceptions=True)
         await self.save()

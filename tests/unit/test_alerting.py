@@ -138,6 +138,39 @@ async def test_group_wait_batches_and_dedup_suppresses_resend() -> None:
         task.cancel()
 
 
+async def test_a_slow_save_holds_back_no_flush(tmp_path) -> None:
+    """Under a heavy burst a save can take seconds (its thread waits for the GIL); group timers run meanwhile."""
+    store = await Store(tmp_path / "s.db").open()
+    gate, entered = asyncio.Event(), asyncio.Event()
+    real = store.write_many
+
+    async def slow_write_many(*args, **kw) -> None:
+        entered.set()
+        await gate.wait()
+        await real(*args, **kw)
+
+    store.write_many = slow_write_many  # type: ignore[method-assign]
+    rec = Recorder()
+    cfg = RouteConfig.model_validate({"receiver": "r", "group_by": ["pipeline"], "group_wait": "1s"})
+    d = Dispatcher(Route.build(cfg), build_pipelines({"r": [rec]}, NotificationLog()), SystemClock(), store=store)
+    d.ready.set()
+    task = asyncio.create_task(d.run())
+    try:
+        d.put([alert("a")])
+        await _until(entered.is_set)  # the save of "a" has begun, and hangs
+        d.put([alert("b")])
+        await _until(lambda: len(rec.sent) == 2)  # both groups flushed on time, the save still hanging
+        assert not gate.is_set() and sorted(rec.sent) == [[("a", "firing")], [("b", "firing")]]
+        gate.set()
+        task.cancel()
+        await d.stop()
+    finally:
+        task.cancel()
+        gate.set()
+    assert len(await store.all("groups")) == 2  # both saved by the stop
+    await store.close()
+
+
 async def test_nothing_flushes_before_ready() -> None:
     rec = Recorder()
     cfg = RouteConfig.model_validate({"receiver": "r", "group_wait": "0s"})
