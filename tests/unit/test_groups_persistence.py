@@ -104,18 +104,19 @@ async def test_a_group_that_ends_leaves_nothing_on_disk(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_state_file_of_an_older_version_still_restores(tmp_path: Path) -> None:
-    clock = FrozenClock(T0)
-    store = await Store(tmp_path / "s.db").open()
-    a, b = alert("a"), alert("b")
+async def _old_group_row(
+    store: Store, name: str, *, alerts: list[Alert] | None = None, order: list[str] | None = None
+) -> str:
+    """A group row as an older version wrote it: its alerts in it (`alerts`), or only their order."""
     route = Route.build(RouteConfig.model_validate(ROUTE))
-    key = f"{route.key}:legacy"
+    key = f"{route.key}:{name}"
     row = groups_store.dump_group(
         kind="route",
         route_key=route.key,
         receiver="r",
         labels={"alertname": "Down"},
-        alerts=[a, b],
+        alerts=alerts,
+        order=order,
         next_flush=T0 + 30 * S,
         last_flush=None,
         changed=True,
@@ -123,6 +124,14 @@ async def test_state_file_of_an_older_version_still_restores(tmp_path: Path) -> 
         escalated=set(),
     )
     await store.put(groups_store.NS, key, orjson.loads(orjson.dumps(row)))
+    return key
+
+
+async def test_state_file_of_an_older_version_still_restores(tmp_path: Path) -> None:
+    clock = FrozenClock(T0)
+    store = await Store(tmp_path / "s.db").open()
+    a, b = alert("a"), alert("b")
+    key = await _old_group_row(store, "legacy", alerts=[a, b])
     await store.close()
 
     rec = Recorder()
@@ -208,22 +217,7 @@ async def test_a_state_file_with_one_row_per_alert_restores_and_moves_into_a_chu
     clock = FrozenClock(T0)
     store = await Store(tmp_path / "s.db").open()
     a, b = alert("a"), alert("b")
-    route = Route.build(RouteConfig.model_validate(ROUTE))
-    key = f"{route.key}:previous"
-    row = groups_store.dump_group(
-        kind="route",
-        route_key=route.key,
-        receiver="r",
-        labels={"alertname": "Down"},
-        alerts=None,
-        order=[b.fingerprint, a.fingerprint],
-        next_flush=T0 + 30 * S,
-        last_flush=None,
-        changed=True,
-        notified_at={},
-        escalated=set(),
-    )
-    await store.put(groups_store.NS, key, orjson.loads(orjson.dumps(row)))
+    key = await _old_group_row(store, "previous", order=[b.fingerprint, a.fingerprint])
     for x in (a, b):  # as the version before chunks wrote them
         await store.put(groups_store.ALERTS_NS, groups_store.alert_key(key, x.fingerprint), groups_store.dump_alert(x))
     await store.close()
