@@ -5,7 +5,7 @@ are looked up again by key in the (possibly reloaded) route tree when the groups
 a small row of timers plus its alerts in chunk rows: a save writes the group's new and changed alerts as one
 new chunk, never its unchanged ones (a busy group is saved after every change, and rewriting all of its
 alerts each time was most of the cost of saving), and one row per save, not per alert (a burst of 10,000
-alerts into 1,000 groups is 1,000 rows: a third of the CPU of a row per alert). A chunk whose alerts all
+alerts into 1,000 groups is 1,000 rows, and half the CPU of a row per alert). A chunk whose alerts all
 changed or left is deleted; once a group's chunks hold more superseded alerts than current ones, the group
 is rewritten as one chunk, so the garbage stays bounded.
 """
@@ -22,7 +22,7 @@ from sentinel.alerting.alert import Alert
 from sentinel.clock import utc
 
 NS = "groups"
-ALERTS_NS = "group_alerts"  # key: alert_key(group, fingerprint); rows written by older versions hold "alerts"
+ALERTS_NS = "group_alerts"  # key: chunk_key(group, n); alert_key(group, fingerprint) in older state files
 
 
 def _dt(v: str | datetime | None) -> datetime | None:

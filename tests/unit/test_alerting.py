@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sentinel.alerting import dispatch
 from sentinel.alerting.alert import Alert
 from sentinel.alerting.dispatch import Dispatcher
 from sentinel.alerting.matchers import parse_matcher, parse_matchers
@@ -169,6 +170,34 @@ async def test_a_slow_save_holds_back_no_flush(tmp_path) -> None:
         gate.set()
     assert len(await store.all("groups")) == 2  # both saved by the stop
     await store.close()
+
+
+async def test_a_flushed_groups_timers_reach_disk_within_timers_save_s(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(dispatch, "TIMERS_SAVE_S", 0.2)
+    store = await Store(tmp_path / "s.db").open()
+    rec = Recorder()
+    # group_wait beyond SAVE_EVERY_S: the group is on disk before its flush, so the flush changes only timers.
+    cfg = RouteConfig.model_validate({"receiver": "r", "group_by": ["pipeline"], "group_wait": "1500ms"})
+    d = Dispatcher(Route.build(cfg), build_pipelines({"r": [rec]}, NotificationLog()), SystemClock(), store=store)
+    d.ready.set()
+    task = asyncio.create_task(d.run())
+
+    async def last_flush_on_disk() -> object:
+        rows = list((await store.all("groups")).values())
+        return rows[0]["last_flush"] if rows else None
+
+    try:
+        d.put([alert("a")])
+        await _until(lambda: len(rec.sent) == 1)
+        for _ in range(300):  # polled with a deadline: the row is rewritten within TIMERS_SAVE_S, not at once
+            if await last_flush_on_disk() is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert await last_flush_on_disk() is not None
+    finally:
+        task.cancel()
+        await d.stop()
+        await store.close()
 
 
 async def test_nothing_flushes_before_ready() -> None:

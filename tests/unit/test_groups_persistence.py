@@ -266,3 +266,28 @@ async def test_a_save_that_fails_is_retried_whole_by_the_next(tmp_path: Path) ->
     assert rec.sent == [[("a", "firing"), ("b", "firing"), ("c", "firing")]]
     assert [x.ends_at for x in next(iter(d.groups.values())).alerts.values()] == [T0 + 90 * S, None, None]
     await store.close()
+
+
+async def test_a_crash_before_a_groups_timers_reach_disk_sends_nothing_twice(tmp_path: Path) -> None:
+    """After a flush only a group's timers change, and they reach disk later (TIMERS_SAVE_S). A crash in
+    between leaves the row of before the flush: the group flushes again at once, and the log stops the send."""
+    clock = FrozenClock(T0)
+    rec = Recorder()
+    store, d = await life(tmp_path / "s.db", clock, rec)
+    d.put([alert("a"), alert("b")])
+    await d.save()
+    before_flush = await store.all(groups_store.NS)
+    clock.set(T0 + 30 * S)
+    await d.flush_due()
+    assert rec.sent == [[("a", "firing"), ("b", "firing")]]
+    await store.put_many(groups_store.NS, before_flush)  # the crash: timers of the flush never written
+    await store.close()
+
+    again = Recorder()
+    store, d = await life(tmp_path / "s.db", clock, again)
+    clock.set(T0 + 31 * S)
+    assert await d.flush_due() == 1
+    assert again.sent == []
+    (group,) = d.groups.values()
+    assert group.next_flush == T0 + 30 * S + timedelta(hours=4)  # back on its repeat, as if never interrupted
+    await store.close()
